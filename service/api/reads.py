@@ -1,0 +1,107 @@
+"""GET routes for every resource in the registry: lists, items and sub-collections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from service.api.deps import ReadCallerDep, ServicesDep
+from service.openapi import (
+    item_schema_name,
+    list_parameters,
+    ok_response,
+    problem_responses,
+    shape_parameters,
+)
+from service.query.cursor import attach_cursor
+from service.query.params import Endpoint, parse_query_string
+from service.query.plan import ListQuery, Scope, build_list_query, build_plan
+from service.query.values import INT_MAX
+from service.resources import RESOURCES, Relationship, Resource
+from service.settings import Settings
+from service.timing import stage
+
+IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
+READ_ERRORS = (400, 401, 403, 503)
+
+
+def json_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+def parse_list_query(request: Request, services: ServicesDep, caller: ReadCallerDep,
+                     resource: str, scope: Scope | None = None) -> ListQuery:
+    with stage("plan"):
+        raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.LIST)
+        query = build_list_query(resource, raw, private_ok=caller.authenticated,
+                                 limits=services.limits, scope=scope)
+        if raw.cursor is not None:
+            query = attach_cursor(query, raw.cursor, services.reader.codec)
+    return query
+
+
+def base_path(request: Request) -> str:
+    return str(request.scope.get("root_path", "")) + request.url.path
+
+
+def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
+    """List, item and one sub-collection route per relationship, all from the declaration."""
+    router = APIRouter(tags=[resource.name])
+    schema = item_schema_name(resource)
+
+    @router.get(
+        f"/{resource.name}",
+        summary=f"List {resource.name}",
+        response_class=Response,
+        responses={**ok_response(f"{schema}List", f"A page of {resource.name}"),
+                   **problem_responses(*READ_ERRORS)},
+        openapi_extra={"parameters": list_parameters(resource, settings)},
+        operation_id=f"list_{resource.name}",
+    )
+    async def list_rows(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
+        query = parse_list_query(request, services, caller, resource.name)
+        return json_response(await services.reader.list_body(query, base_path=base_path(request)))
+
+    @router.get(
+        f"/{resource.name}/{{id}}",
+        summary=f"Get one of {resource.name}",
+        response_class=Response,
+        responses={**ok_response(f"{schema}Item", f"One of {resource.name}"),
+                   **problem_responses(*READ_ERRORS, 404)},
+        openapi_extra={"parameters": shape_parameters(resource, settings)},
+        operation_id=f"get_{resource.name}",
+    )
+    async def get_row(request: Request, id: IdPath, services: ServicesDep,
+                      caller: ReadCallerDep) -> Response:
+        with stage("plan"):
+            raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.ITEM)
+            plan = build_plan(resource.name, raw, private_ok=caller.authenticated,
+                              limits=services.limits)
+        return json_response(await services.reader.item_body(plan, id))
+
+    for relationship in resource.relationships:
+        _add_sub_collection(router, resource, relationship, settings)
+    return router
+
+
+def _add_sub_collection(router: APIRouter, parent: Resource, relationship: Relationship,
+                        settings: Settings) -> None:
+    target = RESOURCES[relationship.target]
+    schema = item_schema_name(target)
+
+    @router.get(
+        f"/{parent.name}/{{id}}/{relationship.name}",
+        summary=f"List the {relationship.name} of one of {parent.name}",
+        response_class=Response,
+        responses={**ok_response(f"{schema}List", f"A page of {target.name}"),
+                   **problem_responses(*READ_ERRORS, 404)},
+        openapi_extra={"parameters": list_parameters(target, settings)},
+        operation_id=f"list_{parent.name}_{relationship.name}",
+    )
+    async def list_related(request: Request, id: IdPath, services: ServicesDep,
+                           caller: ReadCallerDep) -> Response:
+        scope = Scope(parent=parent.name, relationship=relationship.name, parent_id=id)
+        query = parse_list_query(request, services, caller, target.name, scope)
+        return json_response(await services.reader.list_body(query, base_path=base_path(request)))

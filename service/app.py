@@ -1,0 +1,102 @@
+"""create_app(settings): the FastAPI app, its routers, and the services its lifespan owns."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.deps import Services
+from service.api.docs import install_docs
+from service.api.health import router as health_router
+from service.api.middleware import RequestContextMiddleware
+from service.api.problems import install_problem_handlers
+from service.api.reads import make_read_router
+from service.auth import TokenVerifier
+from service.db import make_engine, make_sessionmaker
+from service.openapi import component_schemas
+from service.query.cursor import CursorCodec
+from service.query.options import allow_large_selectin_batches
+from service.query.plan import Limits
+from service.reading import Reader
+from service.repository import Database
+from service.resources import RESOURCES
+from service.settings import Settings
+
+logger = logging.getLogger("service")
+
+DESCRIPTION = """GraphQL-style field selection on plain REST.
+
+Name the attributes you want with `fields`, embed relationships with `include`, filter with
+`filter[...]`, sort with `sort` and page with `cursor`. Every list request runs exactly
+`1 + k` SQL statements for `k` include paths. Errors are `application/problem+json`.
+"""
+
+
+def make_services(settings: Settings) -> Services:
+    """Engine and friends; nothing connects until the first request needs the database."""
+    engine = make_engine(settings)
+    db = Database(engine, make_sessionmaker(engine))
+    secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
+    reader = Reader(db, CursorCodec(secret), max_embedded_rows=settings.max_embedded_rows)
+    allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
+    return Services(
+        settings=settings,
+        limits=Limits.from_settings(settings),
+        db=db,
+        reader=reader,
+        tokens=TokenVerifier(settings.api_tokens),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    services = make_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if not settings.cursor_secret:
+            logger.warning("CURSOR_SECRET is not set: cursors are valid for this process only")
+        yield
+        await services.db.engine.dispose()
+
+    app = FastAPI(
+        title="service",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_problem_handlers(app)
+    install_docs(app)
+    app.include_router(health_router)
+    for resource in RESOURCES.values():
+        app.include_router(make_read_router(resource, settings))
+    app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
+    _add_components(app)
+    return app
+
+
+def _add_components(app: FastAPI) -> None:
+    """Merge the registry's schemas into the generated OpenAPI document once."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory` and worker processes: settings from the environment."""
+    return create_app(Settings())

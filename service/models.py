@@ -1,0 +1,94 @@
+"""ORM models for the TurboGears auth tables; every relationship raises instead of lazy-loading."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, ForeignKey, Integer, String, Table
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base
+
+
+def utcnow() -> datetime:
+    """Naive UTC: the columns are `timestamp` without a zone, stored and compared as UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+user_group = Table(
+    "auth_user_group",
+    Base.metadata,
+    Column("user_id", Integer, ForeignKey("auth_user.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", Integer, ForeignKey("auth_group.id", ondelete="CASCADE"), primary_key=True),
+)
+
+group_permission = Table(
+    "auth_group_permission",
+    Base.metadata,
+    Column("group_id", Integer, ForeignKey("auth_group.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "permission_id",
+        Integer,
+        ForeignKey("auth_permission.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+
+
+class User(Base):
+    __tablename__ = "auth_user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
+    email_address: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    password: Mapped[str | None] = mapped_column(String(128))
+    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+
+    groups: Mapped[list[Group]] = relationship(
+        secondary=user_group,
+        back_populates="users",
+        order_by="Group.id",
+        lazy="raise",
+        passive_deletes=True,
+    )
+
+
+class Group(Base):
+    __tablename__ = "auth_group"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+
+    users: Mapped[list[User]] = relationship(
+        secondary=user_group,
+        back_populates="groups",
+        order_by="User.id",
+        lazy="raise",
+        passive_deletes=True,
+    )
+    permissions: Mapped[list[Permission]] = relationship(
+        secondary=group_permission,
+        back_populates="groups",
+        order_by="Permission.id",
+        lazy="raise",
+        passive_deletes=True,
+    )
+
+
+class Permission(Base):
+    __tablename__ = "auth_permission"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+
+    groups: Mapped[list[Group]] = relationship(
+        secondary=group_permission,
+        back_populates="permissions",
+        order_by="Group.id",
+        lazy="raise",
+        passive_deletes=True,
+    )

@@ -1,0 +1,254 @@
+"""Validate a parsed query against the registry and freeze it into a plan tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from service.errors import InvalidParameter, PrivateAttribute, suggest
+from service.query.params import Count, FilterSpec, Path, RawQuery, SortKey
+from service.query.values import Scalar, Value, parse_filter_value
+from service.resources import RESOURCES, Attribute, Resource
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    default_limit: int = 50
+    max_limit: int = 500
+    max_include_depth: int = 3
+    max_include_paths: int = 10
+    max_filters: int = 20
+    max_in_values: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            default_limit=settings.default_limit,
+            max_limit=settings.max_limit,
+            max_include_depth=settings.max_include_depth,
+            max_include_paths=settings.max_include_paths,
+            max_filters=settings.max_filters,
+            max_in_values=settings.max_in_values,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One level of the response: what to output, what to load, which relationships to embed."""
+
+    resource: str
+    output: tuple[str, ...]  # exactly what the client gets, in registry order
+    load: tuple[str, ...]  # output plus the keys the loaders and the cursor need
+    children: tuple[tuple[str, Plan], ...] = ()
+    default_output: bool = True  # output is the caller's default selection
+
+    def walk(self, path: Path = ()) -> tuple[tuple[Path, Plan], ...]:
+        """Every (path, node) pair below and including this one, parents first."""
+        nodes: list[tuple[Path, Plan]] = [(path, self)]
+        for name, child in self.children:
+            nodes.extend(child.walk((*path, name)))
+        return tuple(nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A filter: relationships to cross (by existence), then an attribute compared with a value."""
+
+    resource: str  # where the path starts
+    path: Path  # relationship names
+    attribute: str
+    op: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A sub-collection: the rows related to one parent row."""
+
+    parent: str  # the parent's resource
+    relationship: str  # the parent's relationship name
+    parent_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    plan: Plan
+    filters: tuple[Condition, ...] = ()
+    sort: tuple[SortKey, ...] = (SortKey("id", False),)  # always ends with id
+    limit: int = 50
+    after: tuple[Scalar | None, ...] | None = None  # the decoded cursor
+    cursor: str | None = None  # as given, for the canonical key
+    count: Count = Count.NONE
+    scope: Scope | None = None
+    private: bool = False  # the response depends on private data
+    default_sort: bool = True
+    default_limit: bool = True
+
+    @property
+    def resource(self) -> str:
+        return self.plan.resource
+
+
+def build_plan(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: Limits) -> Plan:
+    """The plan tree of `fields`, `fields[path]` and `include`, checked against the registry."""
+    resource = RESOURCES[resource_name]
+    if len(raw.include) > limits.max_include_paths:
+        raise InvalidParameter(
+            "include", f"at most {limits.max_include_paths} include paths (counting parents)"
+        )
+    for path in raw.include:
+        if len(path) > limits.max_include_depth:
+            raise InvalidParameter(
+                "include", f"include paths are at most {limits.max_include_depth} deep"
+            )
+    fields = dict(raw.fields)
+    for path in fields:
+        if path and path not in raw.include:
+            shown = ".".join(path)
+            raise InvalidParameter(f"fields[{shown}]", f"fields[{shown}] names a path that is not included")
+    return _build_node(resource, (), raw.include, fields, private_ok=private_ok, extra=())
+
+
+def _build_node(resource: Resource, path: Path, include: tuple[Path, ...],
+                fields: dict[Path, tuple[str, ...]], *, private_ok: bool,
+                extra: tuple[str, ...]) -> Plan:
+    parameter = f"fields[{'.'.join(path)}]" if path else "fields"
+    requested = fields.get(path)
+    visible = resource.visible_attributes(private=private_ok)
+    if requested is None:
+        output = visible
+    else:
+        for name in requested:
+            check_attribute(resource, name, parameter=parameter, private_ok=private_ok)
+        output = tuple(name for name in visible if name in requested)
+    load = tuple(a.name for a in resource.attributes if a.name in output or a.name in extra or a.name == "id")
+    children = []
+    for relationship in resource.relationships:
+        child_path = (*path, relationship.name)
+        if child_path in include:
+            child = _build_node(RESOURCES[relationship.target], child_path, include, fields,
+                                private_ok=private_ok, extra=())
+            children.append((relationship.name, child))
+    for child_path in include:
+        if child_path[:-1] == path and resource.relationship(child_path[-1]) is None:
+            name = child_path[-1]
+            names = [r.name for r in resource.relationships]
+            raise InvalidParameter(
+                "include", f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}"
+            )
+    return Plan(resource.name, output, load, tuple(children), default_output=requested is None or output == visible)
+
+
+def check_attribute(resource: Resource, name: str, *, parameter: str, private_ok: bool) -> Attribute:
+    """The attribute a caller may name; private ones need a token, hidden ones do not exist."""
+    attribute = resource.attribute(name)
+    if attribute is not None and attribute.private and not private_ok:
+        raise PrivateAttribute(
+            parameter, f"{resource.name}.{name} is private: a valid bearer token is required"
+        )
+    if attribute is None:
+        names = resource.visible_attributes(private=private_ok)
+        hint = suggest(name, names)
+        if resource.relationship(name) is not None:
+            hint = f"; {name!r} is a relationship (use include)"
+        raise InvalidParameter(parameter, f"unknown field {name!r} for {resource.name}{hint}")
+    return attribute
+
+
+def build_conditions(resource_name: str, specs: tuple[FilterSpec, ...], *, private_ok: bool,
+                     limits: Limits) -> tuple[Condition, ...]:
+    if len(specs) > limits.max_filters:
+        raise InvalidParameter("filter", f"at most {limits.max_filters} filters")
+    conditions = [_build_condition(RESOURCES[resource_name], spec, private_ok=private_ok, limits=limits)
+                  for spec in specs]
+    return tuple(sorted(conditions, key=lambda c: (c.path, c.attribute, c.op)))
+
+
+def _build_condition(root: Resource, spec: FilterSpec, *, private_ok: bool, limits: Limits) -> Condition:
+    if len(spec.path) - 1 > limits.max_include_depth:
+        raise InvalidParameter(spec.parameter, f"filter paths cross at most {limits.max_include_depth} relationships")
+    resource = root
+    for name in spec.path[:-1]:
+        relationship = resource.relationship(name)
+        if relationship is None:
+            names = [r.name for r in resource.relationships]
+            raise InvalidParameter(
+                spec.parameter, f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}"
+            )
+        resource = RESOURCES[relationship.target]
+    name = spec.path[-1]
+    if resource.relationship(name) is not None:
+        raise InvalidParameter(spec.parameter, f"{name!r} is a relationship: filter on one of its attributes, e.g. {name}.id")
+    attribute = check_attribute(resource, name, parameter=spec.parameter, private_ok=private_ok)
+    value = parse_filter_value(attribute, spec.op, spec.raw, parameter=spec.parameter,
+                               max_in_values=limits.max_in_values)
+    return Condition(root.name, spec.path[:-1], name, spec.op, value)
+
+
+def build_sort(resource_name: str, sort: tuple[SortKey, ...] | None, *, private_ok: bool
+               ) -> tuple[SortKey, ...]:
+    """The sort keys with `id` as the final tiebreaker."""
+    resource = RESOURCES[resource_name]
+    keys = list(sort or ())
+    for key in keys:
+        if resource.relationship(key.name) is not None:
+            raise InvalidParameter("sort", f"{key.name!r} is a relationship and cannot be a sort key")
+        check_attribute(resource, key.name, parameter="sort", private_ok=private_ok)
+    ids = [i for i, key in enumerate(keys) if key.name == "id"]
+    if ids:
+        del keys[ids[0] + 1 :]  # nothing after the unique id can change the order
+    else:
+        keys.append(SortKey("id", False))
+    return tuple(keys)
+
+
+def build_list_query(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: Limits,
+                     scope: Scope | None = None) -> ListQuery:
+    """The validated list request: plan, filters, sort and page (the cursor is attached after)."""
+    sort = build_sort(resource_name, raw.sort, private_ok=private_ok)
+    sort_attributes = tuple(key.name for key in sort)
+    plan = build_plan(resource_name, raw, private_ok=private_ok, limits=limits)
+    plan = replace(plan, load=_with_extra(plan, sort_attributes))
+    filters = build_conditions(resource_name, raw.filters, private_ok=private_ok, limits=limits)
+    limit = limits.default_limit if raw.limit is None else raw.limit
+    if not 1 <= limit <= limits.max_limit:
+        raise InvalidParameter("limit", f"limit must be between 1 and {limits.max_limit}")
+    return ListQuery(
+        plan=plan,
+        filters=filters,
+        sort=sort,
+        limit=limit,
+        count=raw.count,
+        scope=scope,
+        private=_touches_private(plan, filters, sort),
+        default_sort=sort == (SortKey("id", False),),
+        default_limit=limit == limits.default_limit,
+    )
+
+
+def _with_extra(plan: Plan, names: tuple[str, ...]) -> tuple[str, ...]:
+    resource = RESOURCES[plan.resource]
+    return tuple(a.name for a in resource.attributes if a.name in plan.load or a.name in names)
+
+
+def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[SortKey, ...]) -> bool:
+    """Whether the response holds or depends on a private attribute."""
+    for _, node in plan.walk():
+        resource = RESOURCES[node.resource]
+        if any((attr := resource.attribute(name)) is not None and attr.private for name in node.output):
+            return True
+    root = RESOURCES[plan.resource]
+    if any((attr := root.attribute(key.name)) is not None and attr.private for key in sort):
+        return True
+    return any(_condition_attribute(c).private for c in filters)
+
+
+def _condition_attribute(condition: Condition) -> Attribute:
+    resource = RESOURCES[condition.resource]
+    for name in condition.path:
+        relationship = resource.relationship(name)
+        assert relationship is not None
+        resource = RESOURCES[relationship.target]
+    attribute = resource.attribute(condition.attribute)
+    assert attribute is not None
+    return attribute

@@ -1,0 +1,58 @@
+"""Settings read from the environment; built once by the app or the CLI and passed down."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Names match the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///./service.db"
+    cache_url: str = "memory://"
+    api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+    read_requires_token: bool = False
+
+    # The async pool (ignored by SQLite, which keeps one connection per checkout).
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    pool_timeout: float = Field(default=5.0, gt=0)
+    pool_recycle: int = Field(default=1800, ge=-1)
+    pool_pre_ping: bool = True
+    statement_timeout_ms: int = Field(default=5000, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    # Reading limits.
+    default_limit: int = Field(default=50, ge=1)
+    max_limit: int = Field(default=500, ge=1)
+    max_include_depth: int = Field(default=3, ge=1)
+    max_include_paths: int = Field(default=10, ge=1)
+    max_filters: int = Field(default=20, ge=0)
+    max_in_values: int = Field(default=100, ge=1)
+    max_embedded_rows: int = Field(default=10_000, ge=1)
+    max_url_bytes: int = Field(default=8192, ge=256)
+
+    # Writing limits.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch: int = Field(default=1000, ge=1)
+
+    # Signs keyset cursors; instances behind one load balancer must share it.
+    cursor_secret: str = ""
+
+    log_level: str = "INFO"
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

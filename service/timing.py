@@ -1,0 +1,50 @@
+"""Per-request timings and statement counts, carried in a context variable."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """What one request spent; filled by the engine events and the pipeline stages."""
+
+    started: float = field(default_factory=time.perf_counter)
+    queries: int = 0
+    db_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    cache: str | None = None
+
+    def add_stage(self, name: str, seconds: float) -> None:
+        self.stages[name] = self.stages.get(name, 0.0) + seconds
+
+    def server_timing(self) -> str:
+        """The `Server-Timing` header value: each stage, the database, and the total."""
+        total_ms = (time.perf_counter() - self.started) * 1000
+        parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.stages.items()]
+        parts.append(f'db;dur={self.db_seconds * 1000:.2f};desc="{self.queries} queries"')
+        parts.append(f"total;dur={total_ms:.2f}")
+        return ", ".join(parts)
+
+
+current_stats: ContextVar[RequestStats | None] = ContextVar("current_stats", default=None)
+
+
+class stage:
+    """Context manager timing one pipeline stage into the current request's stats."""
+
+    __slots__ = ("_name", "_started")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        stats = current_stats.get()
+        if stats is not None:
+            stats.add_stage(self._name, time.perf_counter() - self._started)

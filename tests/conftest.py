@@ -1,0 +1,132 @@
+"""Fixtures: real databases on both backends, each test on its own copy of a migrated schema.
+
+SQLite always runs. PostgreSQL runs when the server answers; with CI=true a missing server
+fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service.migrations import run_upgrade
+
+POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+BACKENDS = ("sqlite", "postgres")
+
+
+def _pg_url(dsn: str, database: str) -> str:
+    base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{database}"
+
+
+async def _pg_admin(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _postgres_available() -> bool:
+    async def probe() -> bool:
+        try:
+            connection = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=3)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await connection.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def postgres_ready() -> bool:
+    ready = _postgres_available()
+    if not ready and IN_CI:
+        pytest.fail(f"PostgreSQL is required in CI and did not answer at {POSTGRES_ADMIN_DSN}")
+    return ready
+
+
+class DatabaseFactory:
+    """Creates throwaway databases (from a migrated template) and drops them at the end."""
+
+    def __init__(self, backend: str, workdir: Path) -> None:
+        self.backend = backend
+        self.workdir = workdir
+        self.created: list[str] = []
+        self._template: str | None = None
+
+    def _name(self) -> str:
+        return f"svc_test_{uuid.uuid4().hex[:12]}"
+
+    async def template(self) -> str:
+        if self._template is None:
+            name = self._name()
+            if self.backend == "postgres":
+                await _pg_admin(f'CREATE DATABASE "{name}"')
+                self.created.append(name)
+                await asyncio.to_thread(run_upgrade, _pg_url(POSTGRES_ADMIN_DSN, name))
+            else:
+                path = self.workdir / f"{name}.db"
+                await asyncio.to_thread(run_upgrade, f"sqlite+aiosqlite:///{path}")
+            self._template = name
+        return self._template
+
+    async def empty(self) -> str:
+        """A database with no schema at all (for the migration tests)."""
+        name = self._name()
+        if self.backend == "postgres":
+            await _pg_admin(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+            return _pg_url(POSTGRES_ADMIN_DSN, name)
+        return f"sqlite+aiosqlite:///{self.workdir / name}.db"
+
+    async def migrated(self) -> str:
+        """A fresh database holding the schema at the newest revision."""
+        template = await self.template()
+        name = self._name()
+        if self.backend == "postgres":
+            await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            self.created.append(name)
+            return _pg_url(POSTGRES_ADMIN_DSN, name)
+        shutil.copyfile(self.workdir / f"{template}.db", self.workdir / f"{name}.db")
+        return f"sqlite+aiosqlite:///{self.workdir / name}.db"
+
+    async def drop_all(self) -> None:
+        for name in reversed(self.created):
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, postgres_ready: bool) -> str:
+    name: str = request.param
+    if name == "postgres" and not postgres_ready:
+        pytest.skip("PostgreSQL is not running (set CI=true to make this a failure)")
+    return name
+
+
+@pytest.fixture(scope="session")
+def _workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("databases")
+
+
+@pytest.fixture(scope="session")
+async def databases(backend: str, _workdir: Path) -> AsyncIterator[DatabaseFactory]:
+    factory = DatabaseFactory(backend, _workdir)
+    yield factory
+    await factory.drop_all()
+
+
+@pytest.fixture
+async def database_url(databases: DatabaseFactory) -> str:
+    """A fresh, migrated, empty database for one test."""
+    return await databases.migrated()
