@@ -90,7 +90,9 @@ def _add_components(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                component_schemas()
+            )
             app.openapi_schema = schema
         return app.openapi_schema
 

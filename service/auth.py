@@ -37,7 +37,7 @@ class TokenVerifier:
         return bool(self._digests)
 
     def caller(self, authorization: str | None) -> Caller:
-        """Anonymous without a header; a header that is not a valid token is a 401, never anonymous."""
+        """Anonymous without a header; a header holding no valid token is a 401, not anonymous."""
         if authorization is None:
             return ANONYMOUS
         if self.verify(authorization):

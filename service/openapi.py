@@ -46,7 +46,7 @@ def item_schema_name(resource: Resource) -> str:
 
 
 def component_schemas() -> dict[str, Schema]:
-    """One schema per resource (every key optional: the client chooses them), the envelopes, Problem."""
+    """A schema per resource (every key optional: clients choose), its envelopes, and Problem."""
     schemas: dict[str, Schema] = {"Problem": PROBLEM_SCHEMA}
     for resource in RESOURCES.values():
         name = item_schema_name(resource)
@@ -63,7 +63,7 @@ def component_schemas() -> dict[str, Schema]:
             properties[relationship.name] = {
                 "type": "array",
                 "items": {"$ref": f"#/components/schemas/{target}"},
-                "description": f"present when included; ordered by id",
+                "description": "present when included; ordered by id",
             }
         schemas[name] = {"type": "object", "properties": properties, "additionalProperties": False}
         schemas[f"{name}List"] = {
@@ -166,16 +166,22 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
         )
     sortable = ", ".join(f"`{a.name}`" for a in resource.attributes)
     parameters += [
-        _query("sort", f"Comma-separated sort keys, `-` for descending, from {sortable}; `id` breaks ties."),
+        _query(
+            "sort",
+            f"Comma-separated sort keys, `-` for descending, from {sortable}; `id` breaks ties.",
+        ),
         _query(
             "limit",
             f"Page size, 1 to {settings.max_limit} (default {settings.default_limit}).",
             {"type": "integer", "minimum": 1, "maximum": settings.max_limit},
         ),
-        _query("cursor", "Opaque cursor from `meta.next_cursor`; valid only with the same sort and filters."),
+        _query(
+            "cursor",
+            "Opaque cursor from `meta.next_cursor`; valid only with the same sort and filters.",
+        ),
         _query(
             "count",
-            "`true` adds `meta.total`; `estimated` answers from the planner's estimate on PostgreSQL.",
+            "`true` adds `meta.total`; `estimated` uses the planner's estimate on PostgreSQL.",
             {"type": "string", "enum": ["true", "false", "estimated"]},
         ),
     ]
@@ -205,7 +211,9 @@ def problem_responses(*statuses: int) -> dict[int | str, Schema]:
     return {
         status: {
             "description": reasons[status],
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
         }
         for status in statuses
     }
@@ -215,6 +223,8 @@ def ok_response(schema_name: str, description: str) -> dict[int | str, Schema]:
     return {
         200: {
             "description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
+            },
         }
     }

@@ -43,8 +43,15 @@ def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> dict[str, Any]:
     return item
 
 
-def render_list(rows: Sequence[Any], query: ListQuery, *, next_cursor: str | None,
-                next_link: str | None, total: int | None, max_embedded: int) -> bytes:
+def render_list(
+    rows: Sequence[Any],
+    query: ListQuery,
+    *,
+    next_cursor: str | None,
+    next_link: str | None,
+    total: int | None,
+    max_embedded: int,
+) -> bytes:
     budget = EmbeddedBudget(max_embedded, query.resource)
     meta: dict[str, Any] = {"next_cursor": next_cursor}
     if total is not None:

@@ -14,11 +14,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
 
 from service.migrations import run_upgrade
+from service.settings import Settings
 
-POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BACKENDS = ("sqlite", "postgres")
 
@@ -115,8 +121,8 @@ def backend(request: pytest.FixtureRequest, postgres_ready: bool) -> str:
 
 
 @pytest.fixture(scope="session")
-def _workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("databases")
+def _workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("databases")
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +136,83 @@ async def databases(backend: str, _workdir: Path) -> AsyncIterator[DatabaseFacto
 async def database_url(databases: DatabaseFactory) -> str:
     """A fresh, migrated, empty database for one test."""
     return await databases.migrated()
+
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+async def seeded_url(databases: DatabaseFactory) -> str:
+    """One seeded database per backend, shared by read-only tests (they never write)."""
+    from service.db import make_engine
+    from service.seed import seed
+
+    url = await databases.migrated()
+    engine = make_engine(Settings(database_url=url))
+    try:
+        await seed(engine, users=60, groups=12, permissions=15)
+    finally:
+        await engine.dispose()
+    return url
+
+
+def make_test_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "api_tokens": (TOKEN,),
+        "cursor_secret": "test-secret",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class StatementLog:
+    """Every SQL statement an engine ran, as text, while attached."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+    def selects(self) -> list[str]:
+        return [s for s in self.statements if s.lstrip().upper().startswith("SELECT")]
+
+    def clear(self) -> None:
+        self.statements.clear()
+
+
+@pytest.fixture(scope="session")
+async def read_app(seeded_url: str) -> AsyncIterator[FastAPI]:
+    """An app over the shared seeded database (reads only)."""
+    from service.app import create_app
+
+    app = create_app(make_test_settings(seeded_url))
+    yield app
+    await app.state.services.db.engine.dispose()
+
+
+@pytest.fixture
+async def client(read_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=read_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def statements(read_app: FastAPI) -> Iterator[StatementLog]:
+    """The SQL the read app runs during one test."""
+    log = StatementLog()
+    engine = read_app.state.services.db.engine.sync_engine
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        log.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield log
+    event.remove(engine, "before_cursor_execute", record)

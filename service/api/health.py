@@ -12,15 +12,25 @@ from service.errors import Unavailable
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is up", response_class=Response,
-            responses={200: {"description": "Up", "content": {"application/json": {}}}})
+@router.get(
+    "/healthz",
+    summary="The process is up",
+    response_class=Response,
+    responses={200: {"description": "Up", "content": {"application/json": {}}}},
+)
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@router.get("/readyz", summary="The database answers", response_class=Response,
-            responses={200: {"description": "Ready", "content": {"application/json": {}}},
-                       503: {"description": "The database is not reachable"}})
+@router.get(
+    "/readyz",
+    summary="The database answers",
+    response_class=Response,
+    responses={
+        200: {"description": "Ready", "content": {"application/json": {}}},
+        503: {"description": "The database is not reachable"},
+    },
+)
 async def readyz(services: ServicesDep) -> Response:
     try:
         async with services.db.session() as session:

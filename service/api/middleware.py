@@ -44,9 +44,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+            url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
+                scope["query_string"]
+            )
             if url_bytes > self.max_url_bytes:
-                error: ServiceError = UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
+                error: ServiceError = UriTooLong(
+                    f"the URL is longer than {self.max_url_bytes} bytes"
+                )
                 await problem_response(error)(scope, receive, send_with_headers)
                 return
             await self.app(scope, receive, send_with_headers)
@@ -64,7 +68,7 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if 0 < len(text) <= _REQUEST_ID_MAX and text.isprintable() and text.isascii():
                 return text
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,8 +26,9 @@ logger = logging.getLogger("service.errors")
 
 def problem_response(error: ServiceError, *, instance: str | None = None) -> Response:
     body = orjson.dumps(error.to_problem(instance))
-    return Response(body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE,
-                    headers=error.headers)
+    return Response(
+        body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE, headers=error.headers
+    )
 
 
 def from_http_exception(exc: StarletteHTTPException) -> ServiceError:
@@ -57,7 +59,7 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
         return InvalidBody("the request body is not valid", tuple(items))
     first = items[0] if items else ErrorItem("invalid parameter", parameter="request")
     error = InvalidParameter(first.parameter or "request", first.detail)
-    error.errors = tuple(items)  # type: ignore[misc]
+    error.errors = tuple(items)
     return error
 
 

@@ -31,12 +31,18 @@ def json_response(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def parse_list_query(request: Request, services: ServicesDep, caller: ReadCallerDep,
-                     resource: str, scope: Scope | None = None) -> ListQuery:
+def parse_list_query(
+    request: Request,
+    services: ServicesDep,
+    caller: ReadCallerDep,
+    resource: str,
+    scope: Scope | None = None,
+) -> ListQuery:
     with stage("plan"):
         raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.LIST)
-        query = build_list_query(resource, raw, private_ok=caller.authenticated,
-                                 limits=services.limits, scope=scope)
+        query = build_list_query(
+            resource, raw, private_ok=caller.authenticated, limits=services.limits, scope=scope
+        )
         if raw.cursor is not None:
             query = attach_cursor(query, raw.cursor, services.reader.codec)
     return query
@@ -55,8 +61,10 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         f"/{resource.name}",
         summary=f"List {resource.name}",
         response_class=Response,
-        responses={**ok_response(f"{schema}List", f"A page of {resource.name}"),
-                   **problem_responses(*READ_ERRORS)},
+        responses={
+            **ok_response(f"{schema}List", f"A page of {resource.name}"),
+            **problem_responses(*READ_ERRORS),
+        },
         openapi_extra={"parameters": list_parameters(resource, settings)},
         operation_id=f"list_{resource.name}",
     )
@@ -68,17 +76,21 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         f"/{resource.name}/{{id}}",
         summary=f"Get one of {resource.name}",
         response_class=Response,
-        responses={**ok_response(f"{schema}Item", f"One of {resource.name}"),
-                   **problem_responses(*READ_ERRORS, 404)},
+        responses={
+            **ok_response(f"{schema}Item", f"One of {resource.name}"),
+            **problem_responses(*READ_ERRORS, 404),
+        },
         openapi_extra={"parameters": shape_parameters(resource, settings)},
         operation_id=f"get_{resource.name}",
     )
-    async def get_row(request: Request, id: IdPath, services: ServicesDep,
-                      caller: ReadCallerDep) -> Response:
+    async def get_row(
+        request: Request, id: IdPath, services: ServicesDep, caller: ReadCallerDep
+    ) -> Response:
         with stage("plan"):
             raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.ITEM)
-            plan = build_plan(resource.name, raw, private_ok=caller.authenticated,
-                              limits=services.limits)
+            plan = build_plan(
+                resource.name, raw, private_ok=caller.authenticated, limits=services.limits
+            )
         return json_response(await services.reader.item_body(plan, id))
 
     for relationship in resource.relationships:
@@ -86,8 +98,9 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
     return router
 
 
-def _add_sub_collection(router: APIRouter, parent: Resource, relationship: Relationship,
-                        settings: Settings) -> None:
+def _add_sub_collection(
+    router: APIRouter, parent: Resource, relationship: Relationship, settings: Settings
+) -> None:
     target = RESOURCES[relationship.target]
     schema = item_schema_name(target)
 
@@ -95,13 +108,16 @@ def _add_sub_collection(router: APIRouter, parent: Resource, relationship: Relat
         f"/{parent.name}/{{id}}/{relationship.name}",
         summary=f"List the {relationship.name} of one of {parent.name}",
         response_class=Response,
-        responses={**ok_response(f"{schema}List", f"A page of {target.name}"),
-                   **problem_responses(*READ_ERRORS, 404)},
+        responses={
+            **ok_response(f"{schema}List", f"A page of {target.name}"),
+            **problem_responses(*READ_ERRORS, 404),
+        },
         openapi_extra={"parameters": list_parameters(target, settings)},
         operation_id=f"list_{parent.name}_{relationship.name}",
     )
-    async def list_related(request: Request, id: IdPath, services: ServicesDep,
-                           caller: ReadCallerDep) -> Response:
+    async def list_related(
+        request: Request, id: IdPath, services: ServicesDep, caller: ReadCallerDep
+    ) -> Response:
         scope = Scope(parent=parent.name, relationship=relationship.name, parent_id=id)
         query = parse_list_query(request, services, caller, target.name, scope)
         return json_response(await services.reader.list_body(query, base_path=base_path(request)))

@@ -43,7 +43,11 @@ def list_params(query: ListQuery) -> list[tuple[str, str]]:
     """Every parameter of a list request but the cursor, in canonical order."""
     params = shape_params(query.plan) + filter_params(query.filters)
     if not query.default_sort:
-        sort = query.sort[:-1] if query.sort[-1].name == "id" and not query.sort[-1].descending else query.sort
+        sort = (
+            query.sort[:-1]
+            if query.sort[-1].name == "id" and not query.sort[-1].descending
+            else query.sort
+        )
         params.append(("sort", ",".join(("-" if k.descending else "") + k.name for k in sort)))
     if not query.default_limit:
         params.append(("limit", str(query.limit)))
@@ -62,4 +66,6 @@ def binding(query: ListQuery) -> str:
     scope = query.scope
     scope_text = f"{scope.parent}/{scope.parent_id}/{scope.relationship}" if scope else ""
     sort = ",".join(("-" if k.descending else "") + k.name for k in query.sort)
-    return "|".join((query.resource, scope_text, to_query_string(filter_params(query.filters)), sort))
+    return "|".join(
+        (query.resource, scope_text, to_query_string(filter_params(query.filters)), sort)
+    )

@@ -33,8 +33,9 @@ class CursorCodec:
         mac = self._mac(payload, binding)
         return _b64(payload) + "." + _b64(mac)
 
-    def decode(self, token: str, *, binding: str, types: tuple[AttrType, ...]
-               ) -> tuple[Scalar | None, ...]:
+    def decode(
+        self, token: str, *, binding: str, types: tuple[AttrType, ...]
+    ) -> tuple[Scalar | None, ...]:
         """The values of a cursor made for `binding`; anything else is a 400."""
         try:
             payload_text, mac_text = token.split(".")

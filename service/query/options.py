@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import aliased, load_only, selectinload
-from sqlalchemy.orm.interfaces import ORMOption
 from sqlalchemy.sql.elements import UnaryExpression
 
 from service.query.params import SortKey
@@ -15,12 +14,10 @@ from service.query.values import Scalar, Value
 from service.resources import RESOURCES, AttrType, Resource
 
 
-def to_load_options(plan: Plan) -> list[ORMOption]:
+def to_load_options(plan: Plan) -> list[Any]:
     """load_only for this level, selectinload(...).load_only for each child, recursively."""
     model = RESOURCES[plan.resource].model
-    options: list[ORMOption] = [
-        load_only(*(getattr(model, name) for name in plan.load), raiseload=True)
-    ]
+    options: list[Any] = [load_only(*(getattr(model, name) for name in plan.load), raiseload=True)]
     for relation, child in plan.children:
         options.append(selectinload(getattr(model, relation)).options(*to_load_options(child)))
     return options
@@ -30,9 +27,15 @@ def build_list_select(query: ListQuery, *, dialect: str) -> Select[Any]:
     """One page plus one row (to know whether there is a next page), fully loaded."""
     resource = RESOURCES[query.resource]
     model: Any = resource.model
-    statement = select(model).options(*to_load_options(query.plan)).where(*where_clause(query, dialect=dialect))
+    statement = (
+        select(model)
+        .options(*to_load_options(query.plan))
+        .where(*where_clause(query, dialect=dialect))
+    )
     if query.after is not None:
-        statement = statement.where(keyset_condition(resource, model, query.sort, query.after, dialect=dialect))
+        statement = statement.where(
+            keyset_condition(resource, model, query.sort, query.after, dialect=dialect)
+        )
     order = [_order_term(resource, model, key, dialect=dialect) for key in query.sort]
     return statement.order_by(*order).limit(query.limit + 1)
 
@@ -62,8 +65,9 @@ def scope_condition(resource: Resource, scope: Scope) -> ColumnElement[bool]:
     )
 
 
-def to_condition(resource: Resource, model: Any, condition: Condition, *, dialect: str
-                 ) -> ColumnElement[bool]:
+def to_condition(
+    resource: Resource, model: Any, condition: Condition, *, dialect: str
+) -> ColumnElement[bool]:
     """A filter as SQL; each relationship step is an EXISTS, so rows are never duplicated."""
     if not condition.path:
         attribute = resource.attribute(condition.attribute)
@@ -74,26 +78,37 @@ def to_condition(resource: Resource, model: Any, condition: Condition, *, dialec
     assert relationship is not None
     target = RESOURCES[relationship.target]
     junction = relationship.junction.alias()
-    inner = Condition(target.name, condition.path[1:], condition.attribute, condition.op, condition.value)
+    inner = Condition(
+        target.name, condition.path[1:], condition.attribute, condition.op, condition.value
+    )
     link = junction.c[relationship.local_key] == model.id
     if not inner.path and inner.attribute == "id":
         # The junction already holds the target's id: no join needed.
-        test = compare(junction.c[relationship.remote_key], AttrType.INTEGER, inner.op, inner.value,
-                       dialect=dialect)
+        test = compare(
+            junction.c[relationship.remote_key],
+            AttrType.INTEGER,
+            inner.op,
+            inner.value,
+            dialect=dialect,
+        )
         return exists().where(link, test)
     target_model: Any = aliased(target.model)
     test = to_condition(target, target_model, inner, dialect=dialect)
     return exists().where(link, junction.c[relationship.remote_key] == target_model.id, test)
 
 
-def compare(column: Any, kind: AttrType, op: str, value: Value, *, dialect: str) -> ColumnElement[bool]:
+def compare(
+    column: Any, kind: AttrType, op: str, value: Value, *, dialect: str
+) -> ColumnElement[bool]:
     if op == "isnull":
-        return column.is_(None) if value else column.is_not(None)
+        is_null: ColumnElement[bool] = column.is_(None) if value else column.is_not(None)
+        return is_null
     if op in ("contains", "startswith"):
         assert isinstance(value, str)
         pattern = _escape_like(value.lower())
         pattern = f"%{pattern}%" if op == "contains" else f"{pattern}%"
-        return func.lower(column).like(pattern, escape="\\")  # type: ignore[no-any-return]
+        matched: ColumnElement[bool] = func.lower(column).like(pattern, escape="\\")
+        return matched
     if op == "in":
         assert isinstance(value, tuple)
         return column.in_(value)  # type: ignore[no-any-return]
@@ -121,7 +136,9 @@ def _collated(column: Any, kind: AttrType, dialect: str) -> Any:
     return column
 
 
-def _order_term(resource: Resource, model: Any, key: SortKey, *, dialect: str) -> UnaryExpression[Any]:
+def _order_term(
+    resource: Resource, model: Any, key: SortKey, *, dialect: str
+) -> UnaryExpression[Any]:
     attribute = resource.attribute(key.name)
     assert attribute is not None
     column = _collated(getattr(model, key.name), attribute.type, dialect)
@@ -132,8 +149,14 @@ def _order_term(resource: Resource, model: Any, key: SortKey, *, dialect: str) -
     return term.nulls_first() if key.descending else term.nulls_last()  # type: ignore[no-any-return]
 
 
-def keyset_condition(resource: Resource, model: Any, sort: tuple[SortKey, ...],
-                     after: tuple[Scalar | None, ...], *, dialect: str) -> ColumnElement[bool]:
+def keyset_condition(
+    resource: Resource,
+    model: Any,
+    sort: tuple[SortKey, ...],
+    after: tuple[Scalar | None, ...],
+    *,
+    dialect: str,
+) -> ColumnElement[bool]:
     """Rows strictly after `after` in the sort order, NULLs counted as the largest value."""
     disjuncts: list[ColumnElement[bool]] = []
     equal_so_far: list[ColumnElement[bool]] = []
@@ -148,15 +171,14 @@ def keyset_condition(resource: Resource, model: Any, sort: tuple[SortKey, ...],
     return or_(*disjuncts) if disjuncts else false()
 
 
-def _beyond(column: Any, value: Scalar | None, *, descending: bool, nullable: bool
-            ) -> ColumnElement[bool] | None:
+def _beyond(
+    column: Any, value: Scalar | None, *, descending: bool, nullable: bool
+) -> ColumnElement[bool] | None:
     if value is None:
         return column.is_not(None) if descending else None
     if descending:
         return column < value  # type: ignore[no-any-return]
-    return or_(column > value, column.is_(None)) if nullable else column > value  # type: ignore[no-any-return]
-
-
+    return or_(column > value, column.is_(None)) if nullable else column > value
 
 
 def allow_large_selectin_batches(size: int) -> None:
@@ -167,4 +189,4 @@ def allow_large_selectin_batches(size: int) -> None:
     """
     from sqlalchemy.orm import strategies
 
-    strategies._SelectInLoader._chunksize = size  # type: ignore[attr-defined]
+    strategies._SelectInLoader._chunksize = size

@@ -121,7 +121,7 @@ def _decode_pairs(raw: bytes | str) -> list[tuple[str, str]]:
 
 
 def _split_key(key: str) -> tuple[str, tuple[str, ...]]:
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     if match is None:
         return key, ()
     brackets = tuple(part[1:] for part in match.group(2).split("]") if part)
@@ -178,7 +178,9 @@ def _parse_bracket_path(key: str, brackets: tuple[str, ...]) -> Path:
 
 def _parse_filter(key: str, brackets: tuple[str, ...], value: str) -> FilterSpec:
     if len(brackets) not in (1, 2) or not brackets[0].strip():
-        raise InvalidParameter(key, f"expected filter[attribute] or filter[attribute][op], got {key!r}")
+        raise InvalidParameter(
+            key, f"expected filter[attribute] or filter[attribute][op], got {key!r}"
+        )
     path = tuple(name.strip() for name in brackets[0].split("."))
     for name in path:
         _check_name(key, name)

@@ -105,13 +105,21 @@ def build_plan(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: L
     for path in fields:
         if path and path not in raw.include:
             shown = ".".join(path)
-            raise InvalidParameter(f"fields[{shown}]", f"fields[{shown}] names a path that is not included")
+            raise InvalidParameter(
+                f"fields[{shown}]", f"fields[{shown}] names a path that is not included"
+            )
     return _build_node(resource, (), raw.include, fields, private_ok=private_ok, extra=())
 
 
-def _build_node(resource: Resource, path: Path, include: tuple[Path, ...],
-                fields: dict[Path, tuple[str, ...]], *, private_ok: bool,
-                extra: tuple[str, ...]) -> Plan:
+def _build_node(
+    resource: Resource,
+    path: Path,
+    include: tuple[Path, ...],
+    fields: dict[Path, tuple[str, ...]],
+    *,
+    private_ok: bool,
+    extra: tuple[str, ...],
+) -> Plan:
     parameter = f"fields[{'.'.join(path)}]" if path else "fields"
     requested = fields.get(path)
     visible = resource.visible_attributes(private=private_ok)
@@ -121,25 +129,42 @@ def _build_node(resource: Resource, path: Path, include: tuple[Path, ...],
         for name in requested:
             check_attribute(resource, name, parameter=parameter, private_ok=private_ok)
         output = tuple(name for name in visible if name in requested)
-    load = tuple(a.name for a in resource.attributes if a.name in output or a.name in extra or a.name == "id")
+    load = tuple(
+        a.name for a in resource.attributes if a.name in output or a.name in extra or a.name == "id"
+    )
     children = []
     for relationship in resource.relationships:
         child_path = (*path, relationship.name)
         if child_path in include:
-            child = _build_node(RESOURCES[relationship.target], child_path, include, fields,
-                                private_ok=private_ok, extra=())
+            child = _build_node(
+                RESOURCES[relationship.target],
+                child_path,
+                include,
+                fields,
+                private_ok=private_ok,
+                extra=(),
+            )
             children.append((relationship.name, child))
     for child_path in include:
         if child_path[:-1] == path and resource.relationship(child_path[-1]) is None:
             name = child_path[-1]
             names = [r.name for r in resource.relationships]
             raise InvalidParameter(
-                "include", f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}"
+                "include",
+                f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}",
             )
-    return Plan(resource.name, output, load, tuple(children), default_output=requested is None or output == visible)
+    return Plan(
+        resource.name,
+        output,
+        load,
+        tuple(children),
+        default_output=requested is None or output == visible,
+    )
 
 
-def check_attribute(resource: Resource, name: str, *, parameter: str, private_ok: bool) -> Attribute:
+def check_attribute(
+    resource: Resource, name: str, *, parameter: str, private_ok: bool
+) -> Attribute:
     """The attribute a caller may name; private ones need a token, hidden ones do not exist."""
     attribute = resource.attribute(name)
     if attribute is not None and attribute.private and not private_ok:
@@ -155,44 +180,59 @@ def check_attribute(resource: Resource, name: str, *, parameter: str, private_ok
     return attribute
 
 
-def build_conditions(resource_name: str, specs: tuple[FilterSpec, ...], *, private_ok: bool,
-                     limits: Limits) -> tuple[Condition, ...]:
+def build_conditions(
+    resource_name: str, specs: tuple[FilterSpec, ...], *, private_ok: bool, limits: Limits
+) -> tuple[Condition, ...]:
     if len(specs) > limits.max_filters:
         raise InvalidParameter("filter", f"at most {limits.max_filters} filters")
-    conditions = [_build_condition(RESOURCES[resource_name], spec, private_ok=private_ok, limits=limits)
-                  for spec in specs]
+    conditions = [
+        _build_condition(RESOURCES[resource_name], spec, private_ok=private_ok, limits=limits)
+        for spec in specs
+    ]
     return tuple(sorted(conditions, key=lambda c: (c.path, c.attribute, c.op)))
 
 
-def _build_condition(root: Resource, spec: FilterSpec, *, private_ok: bool, limits: Limits) -> Condition:
+def _build_condition(
+    root: Resource, spec: FilterSpec, *, private_ok: bool, limits: Limits
+) -> Condition:
     if len(spec.path) - 1 > limits.max_include_depth:
-        raise InvalidParameter(spec.parameter, f"filter paths cross at most {limits.max_include_depth} relationships")
+        raise InvalidParameter(
+            spec.parameter, f"filter paths cross at most {limits.max_include_depth} relationships"
+        )
     resource = root
     for name in spec.path[:-1]:
         relationship = resource.relationship(name)
         if relationship is None:
             names = [r.name for r in resource.relationships]
             raise InvalidParameter(
-                spec.parameter, f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}"
+                spec.parameter,
+                f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}",
             )
         resource = RESOURCES[relationship.target]
     name = spec.path[-1]
     if resource.relationship(name) is not None:
-        raise InvalidParameter(spec.parameter, f"{name!r} is a relationship: filter on one of its attributes, e.g. {name}.id")
+        raise InvalidParameter(
+            spec.parameter,
+            f"{name!r} is a relationship: filter on one of its attributes, e.g. {name}.id",
+        )
     attribute = check_attribute(resource, name, parameter=spec.parameter, private_ok=private_ok)
-    value = parse_filter_value(attribute, spec.op, spec.raw, parameter=spec.parameter,
-                               max_in_values=limits.max_in_values)
+    value = parse_filter_value(
+        attribute, spec.op, spec.raw, parameter=spec.parameter, max_in_values=limits.max_in_values
+    )
     return Condition(root.name, spec.path[:-1], name, spec.op, value)
 
 
-def build_sort(resource_name: str, sort: tuple[SortKey, ...] | None, *, private_ok: bool
-               ) -> tuple[SortKey, ...]:
+def build_sort(
+    resource_name: str, sort: tuple[SortKey, ...] | None, *, private_ok: bool
+) -> tuple[SortKey, ...]:
     """The sort keys with `id` as the final tiebreaker."""
     resource = RESOURCES[resource_name]
     keys = list(sort or ())
     for key in keys:
         if resource.relationship(key.name) is not None:
-            raise InvalidParameter("sort", f"{key.name!r} is a relationship and cannot be a sort key")
+            raise InvalidParameter(
+                "sort", f"{key.name!r} is a relationship and cannot be a sort key"
+            )
         check_attribute(resource, key.name, parameter="sort", private_ok=private_ok)
     ids = [i for i, key in enumerate(keys) if key.name == "id"]
     if ids:
@@ -202,8 +242,14 @@ def build_sort(resource_name: str, sort: tuple[SortKey, ...] | None, *, private_
     return tuple(keys)
 
 
-def build_list_query(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: Limits,
-                     scope: Scope | None = None) -> ListQuery:
+def build_list_query(
+    resource_name: str,
+    raw: RawQuery,
+    *,
+    private_ok: bool,
+    limits: Limits,
+    scope: Scope | None = None,
+) -> ListQuery:
     """The validated list request: plan, filters, sort and page (the cursor is attached after)."""
     sort = build_sort(resource_name, raw.sort, private_ok=private_ok)
     sort_attributes = tuple(key.name for key in sort)
@@ -235,7 +281,9 @@ def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[Sor
     """Whether the response holds or depends on a private attribute."""
     for _, node in plan.walk():
         resource = RESOURCES[node.resource]
-        if any((attr := resource.attribute(name)) is not None and attr.private for name in node.output):
+        if any(
+            (attr := resource.attribute(name)) is not None and attr.private for name in node.output
+        ):
             return True
     root = RESOURCES[plan.resource]
     if any((attr := root.attribute(key.name)) is not None and attr.private for key in sort):

@@ -15,8 +15,9 @@ ORDERED_OPS = frozenset({"lt", "lte", "gt", "gte"})
 TEXT_OPS = frozenset({"contains", "startswith"})
 
 
-def parse_filter_value(attribute: Attribute, op: str, raw: str, *, parameter: str,
-                       max_in_values: int) -> Value:
+def parse_filter_value(
+    attribute: Attribute, op: str, raw: str, *, parameter: str, max_in_values: int
+) -> Value:
     """The typed value a filter compares with; a bad value is a 400 naming the parameter."""
     if op == "isnull":
         text = raw.strip().lower()
@@ -30,8 +31,12 @@ def parse_filter_value(attribute: Attribute, op: str, raw: str, *, parameter: st
         if attribute.type is not AttrType.STRING:
             items = [item.strip() for item in items if item.strip()]
         if not items or len(items) > max_in_values:
-            raise InvalidParameter(parameter, f"in takes 1 to {max_in_values} comma-separated values")
-        return tuple(dict.fromkeys(parse_scalar(attribute, item, parameter=parameter) for item in items))
+            raise InvalidParameter(
+                parameter, f"in takes 1 to {max_in_values} comma-separated values"
+            )
+        return tuple(
+            dict.fromkeys(parse_scalar(attribute, item, parameter=parameter) for item in items)
+        )
     return parse_scalar(attribute, raw, parameter=parameter)
 
 

@@ -1,0 +1,149 @@
+"""The `service` command line: serve, migrate and seed (loadtest and bench slot in alongside)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from service.db import make_engine
+from service.migrations import run_upgrade
+from service.seed import DEFAULT_SEED, SeedError, SeedReport, is_empty, seed
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# What `serve` puts into an empty SQLite database so the first visit to /docs has data.
+DEMO_SIZES = {"users": 200, "groups": 20, "permissions": 30}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `service` console script and of `python -m service`."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    handler: Handler = args.handler
+    return handler(args, settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="service", description="Run, migrate and seed the service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_serve, _add_migrate, _add_seed):
+        add(commands)
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("serve", help="run the API with uvicorn")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.set_defaults(handler=serve)
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    parser.set_defaults(handler=migrate)
+
+
+def _add_seed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "seed", help="migrate, then fill the empty database with deterministic demo data"
+    )
+    parser.add_argument("--users", type=_count, default=10_000)
+    parser.add_argument("--groups", type=_count, default=200)
+    parser.add_argument("--permissions", type=_count, default=60)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    parser.set_defaults(handler=seed_command)
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    run_upgrade(settings.database_url)
+    log.info("database is at the newest revision")
+    return 0
+
+
+def seed_command(args: argparse.Namespace, settings: Settings) -> int:
+    run_upgrade(settings.database_url)
+    try:
+        report = asyncio.run(
+            _seed(
+                settings,
+                users=args.users,
+                groups=args.groups,
+                permissions=args.permissions,
+                seed_value=args.seed,
+            )
+        )
+    except SeedError as error:
+        print(f"service seed: {error}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the other commands should not pay for loading the web stack.
+    import uvicorn
+
+    if settings.is_sqlite:
+        # The zero-setup path: `make run` on a fresh checkout gives a working, populated API.
+        run_upgrade(settings.database_url)
+        asyncio.run(_seed_if_empty(settings))
+    shown_host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
+    log.info("API docs at http://%s:%d/docs", shown_host, args.port)
+    uvicorn.run(
+        "service.app:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        loop="uvloop" if _importable("uvloop") else "auto",
+        http="httptools" if _importable("httptools") else "auto",
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+async def _seed(
+    settings: Settings, *, users: int, groups: int, permissions: int, seed_value: int
+) -> SeedReport:
+    engine = make_engine(settings)
+    try:
+        return await seed(
+            engine, users=users, groups=groups, permissions=permissions, seed=seed_value
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _seed_if_empty(settings: Settings) -> None:
+    engine = make_engine(settings)
+    try:
+        if await is_empty(engine):
+            log.info("%s", await seed(engine, **DEMO_SIZES))
+    finally:
+        await engine.dispose()
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
