@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -216,3 +216,43 @@ def statements(read_app: FastAPI) -> Iterator[StatementLog]:
     event.listen(engine, "before_cursor_execute", record)
     yield log
     event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
+    """Builds apps on databases a test made itself; closes them at the end."""
+    from service.app import create_app
+
+    opened: list[tuple[FastAPI, httpx.AsyncClient]] = []
+
+    async def make(database_url: str, **overrides: object) -> httpx.AsyncClient:
+        app = create_app(make_test_settings(database_url, **overrides))
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        )
+        opened.append((app, http))
+        return http
+
+    yield make
+    for app, http in opened:
+        await http.aclose()
+        await app.state.services.db.engine.dispose()
+
+
+def app_of(http: httpx.AsyncClient) -> FastAPI:
+    transport = http._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    app: FastAPI = transport.app  # type: ignore[assignment]
+    return app
+
+
+def record_statements(http: httpx.AsyncClient) -> StatementLog:
+    """Start recording the SQL of the app behind a client made by `make_client`."""
+    log = StatementLog()
+    engine = app_of(http).state.services.db.engine.sync_engine
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        log.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    return log

@@ -182,7 +182,8 @@ async def test_nested_objects_hold_exactly_their_requested_keys(client: httpx.As
     assert response.status_code == 200
     groups = [group for user in response.json()["data"] for group in user["groups"]]
     permissions = [p for group in groups for p in group["permissions"]]
-    assert groups and permissions
+    assert groups
+    assert permissions
     assert all(set(group) == {"name", "permissions"} for group in groups)
     assert all(set(p) == {"name", "description"} for p in permissions)
 
@@ -212,7 +213,8 @@ async def test_included_data_equals_the_junction_tables(
             grants = (
                 await connection.execute(
                     text(
-                        "SELECT group_id, permission_id FROM auth_group_permission ORDER BY group_id, permission_id"
+                        "SELECT group_id, permission_id FROM auth_group_permission"
+                        " ORDER BY group_id, permission_id"
                     )
                 )
             ).all()
