@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Integer, String, Table
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
+
+
+def text_column(length: int) -> String:
+    """varchar(n) compared by code point: COLLATE "C" on PostgreSQL, SQLite's default BINARY.
+
+    Sorts, keyset cursors and range filters then agree on both backends, and plain
+    indexes serve `ORDER BY` on PostgreSQL with no per-query COLLATE.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -20,6 +29,8 @@ user_group = Table(
     Base.metadata,
     Column("user_id", Integer, ForeignKey("auth_user.id", ondelete="CASCADE"), primary_key=True),
     Column("group_id", Integer, ForeignKey("auth_group.id", ondelete="CASCADE"), primary_key=True),
+    # The primary key serves user -> groups; this serves group -> users.
+    Index("ix_auth_user_group_group_id", "group_id"),
 )
 
 group_permission = Table(
@@ -32,6 +43,7 @@ group_permission = Table(
         ForeignKey("auth_permission.id", ondelete="CASCADE"),
         primary_key=True,
     ),
+    Index("ix_auth_group_permission_permission_id", "permission_id"),
 )
 
 
@@ -39,11 +51,11 @@ class User(Base):
     __tablename__ = "auth_user"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(16), unique=True)
-    email_address: Mapped[str] = mapped_column(String(255), unique=True)
-    display_name: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(text_column(16), unique=True)
+    email_address: Mapped[str] = mapped_column(text_column(255), unique=True)
+    display_name: Mapped[str | None] = mapped_column(text_column(255), index=True)
     password: Mapped[str | None] = mapped_column(String(128))
-    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, index=True)
 
     groups: Mapped[list[Group]] = relationship(
         secondary=user_group,
@@ -58,9 +70,9 @@ class Group(Base):
     __tablename__ = "auth_group"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(16), unique=True)
-    display_name: Mapped[str | None] = mapped_column(String(255))
-    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    name: Mapped[str] = mapped_column(text_column(16), unique=True)
+    display_name: Mapped[str | None] = mapped_column(text_column(255), index=True)
+    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, index=True)
 
     users: Mapped[list[User]] = relationship(
         secondary=user_group,
@@ -82,8 +94,8 @@ class Permission(Base):
     __tablename__ = "auth_permission"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
-    description: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(text_column(63), unique=True)
+    description: Mapped[str | None] = mapped_column(text_column(255))
 
     groups: Mapped[list[Group]] = relationship(
         secondary=group_permission,

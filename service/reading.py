@@ -37,11 +37,10 @@ class Reader:
                 params = [*list_params(query), ("cursor", next_cursor)]
                 next_link = f"{base_path}?{to_query_string(params)}"
             return render_list(
-                page.rows,
+                page,
                 query,
                 next_cursor=next_cursor,
                 next_link=next_link,
-                total=page.total,
                 max_embedded=self.max_embedded_rows,
             )
 

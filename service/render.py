@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from service.errors import InvalidParameter
+from service.query.params import Count
 from service.query.plan import ListQuery, Plan
 from service.query.values import Scalar
+from service.repository import Page
 
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
@@ -44,20 +45,21 @@ def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> dict[str, Any]:
 
 
 def render_list(
-    rows: Sequence[Any],
+    page: Page,
     query: ListQuery,
     *,
     next_cursor: str | None,
     next_link: str | None,
-    total: int | None,
     max_embedded: int,
 ) -> bytes:
     budget = EmbeddedBudget(max_embedded, query.resource)
     meta: dict[str, Any] = {"next_cursor": next_cursor}
-    if total is not None:
-        meta["total"] = total
+    if page.total is not None:
+        meta["total"] = page.total
+    if query.count is Count.ESTIMATED:
+        meta["estimated"] = page.estimated
     envelope = {
-        "data": [to_item(row, query.plan, budget) for row in rows],
+        "data": [to_item(row, query.plan, budget) for row in page.rows],
         "meta": meta,
         "links": {"next": next_link},
     }

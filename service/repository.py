@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.errors import InvalidParameter, ServiceError, Unavailable
-from service.query.options import build_count_select, build_list_select
+from service.query.options import build_count_select, build_estimate, build_list_select
 from service.query.params import Count
 from service.query.plan import ListQuery
 from service.resources import RESOURCES
@@ -23,6 +23,7 @@ class Page:
     rows: Sequence[Any]
     has_more: bool
     total: int | None = None
+    estimated: bool = False
 
 
 class Database:
@@ -56,12 +57,16 @@ def translate_error(exc: BaseException) -> ServiceError:
 
 async def list_page(session: AsyncSession, query: ListQuery, *, dialect: str) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
-    result = await session.scalars(build_list_select(query, dialect=dialect))
-    rows = result.all()
-    total = None
-    if query.count is not Count.NONE:
-        total = int(await session.scalar(build_count_select(query, dialect=dialect)) or 0)
-    return Page(rows=rows[: query.limit], has_more=len(rows) > query.limit, total=total)
+    rows = (await session.scalars(build_list_select(query))).all()
+    page = Page(rows=rows[: query.limit], has_more=len(rows) > query.limit)
+    if query.count is Count.NONE:
+        return page
+    if query.count is Count.ESTIMATED and dialect == "postgresql":
+        plan = await session.scalar(build_estimate(query))
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        return replace(page, total=estimate, estimated=True)
+    total = int(await session.scalar(build_count_select(query)) or 0)
+    return replace(page, total=total, estimated=False)
 
 
 async def exists(session: AsyncSession, resource_name: str, identifier: int) -> bool:

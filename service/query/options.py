@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased, load_only, selectinload
-from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement, UnaryExpression
+from sqlalchemy.sql.expression import Executable
 
 from service.query.params import SortKey
 from service.query.plan import Condition, ListQuery, Plan, Scope
 from service.query.values import Scalar, Value
-from service.resources import RESOURCES, AttrType, Resource
+from service.resources import RESOURCES, Resource
 
 
 def to_load_options(plan: Plan) -> list[Any]:
@@ -23,31 +26,44 @@ def to_load_options(plan: Plan) -> list[Any]:
     return options
 
 
-def build_list_select(query: ListQuery, *, dialect: str) -> Select[Any]:
+def build_list_select(query: ListQuery) -> Select[Any]:
     """One page plus one row (to know whether there is a next page), fully loaded."""
     resource = RESOURCES[query.resource]
     model: Any = resource.model
-    statement = (
-        select(model)
-        .options(*to_load_options(query.plan))
-        .where(*where_clause(query, dialect=dialect))
-    )
+    statement = select(model).options(*to_load_options(query.plan)).where(*where_clause(query))
     if query.after is not None:
-        statement = statement.where(
-            keyset_condition(resource, model, query.sort, query.after, dialect=dialect)
-        )
-    order = [_order_term(resource, model, key, dialect=dialect) for key in query.sort]
+        statement = statement.where(keyset_condition(resource, model, query.sort, query.after))
+    order = [order_term(resource, model, key) for key in query.sort]
     return statement.order_by(*order).limit(query.limit + 1)
 
 
-def build_count_select(query: ListQuery, *, dialect: str) -> Select[Any]:
+def build_count_select(query: ListQuery) -> Select[Any]:
     model = RESOURCES[query.resource].model
-    return select(func.count()).select_from(model).where(*where_clause(query, dialect=dialect))
+    return select(func.count()).select_from(model).where(*where_clause(query))
 
 
-def where_clause(query: ListQuery, *, dialect: str) -> list[ColumnElement[bool]]:
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON) <select>`: the planner's row estimate, without running the query."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+def build_estimate(query: ListQuery) -> Explain:
+    model = RESOURCES[query.resource].model
+    return Explain(select(literal(1)).select_from(model).where(*where_clause(query)))
+
+
+def where_clause(query: ListQuery) -> list[ColumnElement[bool]]:
     resource = RESOURCES[query.resource]
-    clauses = [to_condition(resource, resource.model, c, dialect=dialect) for c in query.filters]
+    clauses = [to_condition(resource, resource.model, c) for c in query.filters]
     if query.scope is not None:
         clauses.append(scope_condition(resource, query.scope))
     return clauses
@@ -65,18 +81,14 @@ def scope_condition(resource: Resource, scope: Scope) -> ColumnElement[bool]:
     )
 
 
-def to_condition(
-    resource: Resource, model: Any, condition: Condition, *, dialect: str
-) -> ColumnElement[bool]:
+def to_condition(resource: Resource, model: Any, condition: Condition) -> ColumnElement[bool]:
     """A filter as SQL; each relationship step is an EXISTS, so rows are never duplicated."""
     if not condition.path:
-        attribute = resource.attribute(condition.attribute)
-        assert attribute is not None
-        column = getattr(model, condition.attribute)
-        return compare(column, attribute.type, condition.op, condition.value, dialect=dialect)
+        return compare(getattr(model, condition.attribute), condition.op, condition.value)
     relationship = resource.relationship(condition.path[0])
     assert relationship is not None
     target = RESOURCES[relationship.target]
+    # Aliases keep a nested EXISTS from correlating with an outer use of the same table.
     junction = relationship.junction.alias()
     inner = Condition(
         target.name, condition.path[1:], condition.attribute, condition.op, condition.value
@@ -84,78 +96,57 @@ def to_condition(
     link = junction.c[relationship.local_key] == model.id
     if not inner.path and inner.attribute == "id":
         # The junction already holds the target's id: no join needed.
-        test = compare(
-            junction.c[relationship.remote_key],
-            AttrType.INTEGER,
-            inner.op,
-            inner.value,
-            dialect=dialect,
+        return exists().where(
+            link, compare(junction.c[relationship.remote_key], inner.op, inner.value)
         )
-        return exists().where(link, test)
     target_model: Any = aliased(target.model)
-    test = to_condition(target, target_model, inner, dialect=dialect)
+    test = to_condition(target, target_model, inner)
     return exists().where(link, junction.c[relationship.remote_key] == target_model.id, test)
 
 
-def compare(
-    column: Any, kind: AttrType, op: str, value: Value, *, dialect: str
-) -> ColumnElement[bool]:
+def compare(column: Any, op: str, value: Value) -> ColumnElement[bool]:
+    """One comparison; text compares by code point because the columns are binary-collated."""
+    result: ColumnElement[bool]
     if op == "isnull":
-        is_null: ColumnElement[bool] = column.is_(None) if value else column.is_not(None)
-        return is_null
-    if op in ("contains", "startswith"):
+        result = column.is_(None) if value else column.is_not(None)
+    elif op in ("contains", "startswith"):
         assert isinstance(value, str)
         pattern = _escape_like(value.lower())
         pattern = f"%{pattern}%" if op == "contains" else f"{pattern}%"
-        matched: ColumnElement[bool] = func.lower(column).like(pattern, escape="\\")
-        return matched
-    if op == "in":
+        result = func.lower(column).like(pattern, escape="\\")
+    elif op == "in":
         assert isinstance(value, tuple)
-        return column.in_(value)  # type: ignore[no-any-return]
-    if op == "ne":
-        return or_(column != value, column.is_(None))
-    ordered = _collated(column, kind, dialect)
-    operations = {
-        "eq": lambda: column == value,
-        "lt": lambda: ordered < value,
-        "lte": lambda: ordered <= value,
-        "gt": lambda: ordered > value,
-        "gte": lambda: ordered >= value,
-    }
-    return operations[op]()  # type: ignore[no-any-return]
+        result = column.in_(value)
+    elif op == "ne":
+        result = or_(column != value, column.is_(None))  # NULL is "not equal" to a value too
+    else:
+        result = {
+            "eq": column.__eq__,
+            "lt": column.__lt__,
+            "lte": column.__le__,
+            "gt": column.__gt__,
+            "gte": column.__ge__,
+        }[op](value)
+    return result
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _collated(column: Any, kind: AttrType, dialect: str) -> Any:
-    """Text compares by code point on both backends (SQLite's default is already binary)."""
-    if kind is AttrType.STRING and dialect == "postgresql":
-        return column.collate("C")
-    return column
-
-
-def _order_term(
-    resource: Resource, model: Any, key: SortKey, *, dialect: str
-) -> UnaryExpression[Any]:
+def order_term(resource: Resource, model: Any, key: SortKey) -> UnaryExpression[Any]:
     attribute = resource.attribute(key.name)
     assert attribute is not None
-    column = _collated(getattr(model, key.name), attribute.type, dialect)
-    term = column.desc() if key.descending else column.asc()
+    column = getattr(model, key.name)
+    term: UnaryExpression[Any] = column.desc() if key.descending else column.asc()
     if not attribute.nullable:
-        return term  # type: ignore[no-any-return]  # an explicit NULLS clause would stop SQLite using an index
+        return term  # an explicit NULLS clause would keep SQLite from using an index
     # NULL sorts as the largest value: last ascending, first descending, on both backends.
-    return term.nulls_first() if key.descending else term.nulls_last()  # type: ignore[no-any-return]
+    return term.nulls_first() if key.descending else term.nulls_last()
 
 
 def keyset_condition(
-    resource: Resource,
-    model: Any,
-    sort: tuple[SortKey, ...],
-    after: tuple[Scalar | None, ...],
-    *,
-    dialect: str,
+    resource: Resource, model: Any, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
 ) -> ColumnElement[bool]:
     """Rows strictly after `after` in the sort order, NULLs counted as the largest value."""
     disjuncts: list[ColumnElement[bool]] = []
@@ -163,7 +154,7 @@ def keyset_condition(
     for key, value in zip(sort, after, strict=True):
         attribute = resource.attribute(key.name)
         assert attribute is not None
-        column = _collated(getattr(model, key.name), attribute.type, dialect)
+        column = getattr(model, key.name)
         beyond = _beyond(column, value, descending=key.descending, nullable=attribute.nullable)
         if beyond is not None:
             disjuncts.append(and_(*equal_so_far, beyond) if equal_so_far else beyond)
@@ -174,11 +165,14 @@ def keyset_condition(
 def _beyond(
     column: Any, value: Scalar | None, *, descending: bool, nullable: bool
 ) -> ColumnElement[bool] | None:
+    """Strictly past `value` in one key's direction; None when nothing can be."""
     if value is None:
         return column.is_not(None) if descending else None
     if descending:
-        return column < value  # type: ignore[no-any-return]
-    return or_(column > value, column.is_(None)) if nullable else column > value
+        result: ColumnElement[bool] = column < value
+    else:
+        result = or_(column > value, column.is_(None)) if nullable else column > value
+    return result
 
 
 def allow_large_selectin_batches(size: int) -> None:

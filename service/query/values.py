@@ -34,9 +34,7 @@ def parse_filter_value(
             raise InvalidParameter(
                 parameter, f"in takes 1 to {max_in_values} comma-separated values"
             )
-        return tuple(
-            dict.fromkeys(parse_scalar(attribute, item, parameter=parameter) for item in items)
-        )
+        return tuple(sorted({parse_scalar(attribute, item, parameter=parameter) for item in items}))
     return parse_scalar(attribute, raw, parameter=parameter)
 
 
