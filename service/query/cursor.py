@@ -42,6 +42,8 @@ class CursorCodec:
             payload, mac = _unb64(payload_text), _unb64(mac_text)
         except (ValueError, binascii.Error):
             raise _invalid() from None
+        if f"{_b64(payload)}.{_b64(mac)}" != token:
+            raise _invalid()  # one spelling per cursor, so one cache entry per page
         if not hmac.compare_digest(mac, self._mac(payload, binding)):
             raise _invalid()
         try:

@@ -81,6 +81,8 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
             raise InvalidParameter(key, _unknown_parameter(key, family, allowed))
         if base == "fields":
             path = _parse_bracket_path(key, brackets) if brackets else ()
+            if path in fields:
+                raise InvalidParameter(key, f"fields for {key!r} are given more than once")
             fields[path] = parse_name_list(key, value)
         elif base == "include":
             include = parse_include(value)
@@ -131,6 +133,8 @@ def _split_key(key: str) -> tuple[str, tuple[str, ...]]:
 def _unknown_parameter(key: str, family: str, allowed: tuple[str, ...]) -> str:
     if family in _LIST_PARAMETERS:
         return f"parameter {key!r} is not accepted here; this endpoint takes {', '.join(allowed)}"
+    if f"{family}[...]" in allowed:
+        return f"{family} takes brackets: {family}[attribute]"
     bases = [name.removesuffix("[...]") for name in allowed]
     return f"unknown parameter {key!r}{suggest(key.split('[')[0], bases)}"
 
