@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -18,20 +19,19 @@ JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 class EmbeddedBudget:
     """Counts embedded rows; past the limit the client is sent to the sub-collection endpoint."""
 
-    __slots__ = ("left", "limit", "resource")
+    __slots__ = ("left", "limit")
 
-    def __init__(self, limit: int, resource: str) -> None:
+    def __init__(self, limit: int) -> None:
         self.left = limit
         self.limit = limit
-        self.resource = resource
 
-    def take(self, count: int, relation: str) -> None:
+    def take(self, count: int, owner: str, relation: str) -> None:
         self.left -= count
         if self.left < 0:
             raise InvalidParameter(
                 "include",
                 f"the response would embed more than {self.limit} rows; page through "
-                f"/{self.resource}/{{id}}/{relation} instead",
+                f"/{owner}/{{id}}/{relation} instead",
             )
 
 
@@ -39,7 +39,7 @@ def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> dict[str, Any]:
     item = {name: getattr(row, name) for name in plan.output}
     for relation, child in plan.children:
         related = getattr(row, relation)
-        budget.take(len(related), relation)
+        budget.take(len(related), plan.resource, relation)
         item[relation] = [to_item(other, child, budget) for other in related]
     return item
 
@@ -52,7 +52,7 @@ def render_list(
     next_link: str | None,
     max_embedded: int,
 ) -> bytes:
-    budget = EmbeddedBudget(max_embedded, query.resource)
+    budget = EmbeddedBudget(max_embedded)
     meta: dict[str, Any] = {"next_cursor": next_cursor}
     if page.total is not None:
         meta["total"] = page.total
@@ -66,9 +66,11 @@ def render_list(
     return orjson.dumps(envelope, option=JSON_OPTIONS)
 
 
-def render_item(row: Any, plan: Plan, *, max_embedded: int) -> bytes:
-    budget = EmbeddedBudget(max_embedded, plan.resource)
-    return orjson.dumps({"data": to_item(row, plan, budget)}, option=JSON_OPTIONS)
+def render_items(rows: Sequence[Any], plan: Plan, *, single: bool, max_embedded: int) -> bytes:
+    """`{"data": item}` for one row asked by id, `{"data": [items]}` for a batch."""
+    budget = EmbeddedBudget(max_embedded)
+    items = [to_item(row, plan, budget) for row in rows]
+    return orjson.dumps({"data": items[0] if single else items}, option=JSON_OPTIONS)
 
 
 def sort_values(row: Any, query: ListQuery) -> tuple[Scalar | None, ...]:

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     read_requires_token: bool = False
 
-    # The async pool (ignored by SQLite, which keeps one connection per checkout).
+    # The async pool, per process (SQLite file databases pool their connections too).
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
     pool_timeout: float = Field(default=5.0, gt=0)
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # Writing limits.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
+
+    # argon2id cost: the defaults are OWASP's minimum (19 MiB, t=2, p=1).
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    hash_concurrency: int = Field(default=2, ge=1)  # threads hashing at once
 
     # Signs keyset cursors; instances behind one load balancer must share it.
     cursor_secret: str = ""

@@ -42,6 +42,31 @@ def build_count_select(query: ListQuery) -> Select[Any]:
     return select(func.count()).select_from(model).where(*where_clause(query))
 
 
+class FoldCase(ColumnElement[str]):
+    """Unicode lower-casing on both backends.
+
+    On PostgreSQL the text columns are COLLATE "C", whose lower() folds ASCII only, so
+    the fold runs under the database's default collation; SQLite's lower() is replaced
+    by Python's on connect (service.db).
+    """
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(FoldCase)
+def _compile_fold(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower({compiler.process(element.column, **kw)})"
+
+
+@compiles(FoldCase, "postgresql")
+def _compile_fold_postgresql(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'lower({compiler.process(element.column, **kw)} COLLATE "default")'
+
+
 class Explain(Executable, ClauseElement):
     """`EXPLAIN (FORMAT JSON) <select>`: the planner's row estimate, without running the query."""
 
@@ -113,7 +138,7 @@ def compare(column: Any, op: str, value: Value) -> ColumnElement[bool]:
         assert isinstance(value, str)
         pattern = _escape_like(value.lower())
         pattern = f"%{pattern}%" if op == "contains" else f"{pattern}%"
-        result = func.lower(column).like(pattern, escape="\\")
+        result = FoldCase(column).like(pattern, escape="\\")
     elif op == "in":
         assert isinstance(value, tuple)
         result = column.in_(value)
