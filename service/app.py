@@ -17,9 +17,11 @@ from service.api.health import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.reads import make_read_router
+from service.api.writes import make_write_router
 from service.auth import TokenVerifier
 from service.db import make_engine, make_sessionmaker
 from service.openapi import component_schemas
+from service.passwords import PasswordHasher
 from service.query.cursor import CursorCodec
 from service.query.options import allow_large_selectin_batches
 from service.query.plan import Limits
@@ -27,6 +29,7 @@ from service.reading import Reader
 from service.repository import Database
 from service.resources import RESOURCES
 from service.settings import Settings
+from service.writing import IgnoreChanges, Writer
 
 logger = logging.getLogger("service")
 
@@ -45,11 +48,13 @@ def make_services(settings: Settings) -> Services:
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(db, CursorCodec(secret), max_embedded_rows=settings.max_embedded_rows)
     allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
+    writer = Writer(db, reader, PasswordHasher(settings), IgnoreChanges())
     return Services(
         settings=settings,
         limits=Limits.from_settings(settings),
         db=db,
         reader=reader,
+        writer=writer,
         tokens=TokenVerifier(settings.api_tokens),
     )
 
@@ -61,7 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not settings.cursor_secret:
             logger.warning("CURSOR_SECRET is not set: cursors are valid for this process only")
+        if not services.tokens.configured:
+            logger.warning("API_TOKENS is empty: every write will be refused with 401")
         yield
+        services.writer.hasher.close()
         await services.db.engine.dispose()
 
     app = FastAPI(
@@ -78,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     for resource in RESOURCES.values():
         app.include_router(make_read_router(resource, settings))
+        app.include_router(make_write_router(resource, settings))
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
     _add_components(app)
     return app
@@ -90,9 +99,9 @@ def _add_components(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                component_schemas()
-            )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(component_schemas())
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -92,6 +92,14 @@ def component_schemas() -> dict[str, Schema]:
             "required": ["data"],
             "properties": {"data": {"$ref": f"#/components/schemas/{name}"}},
         }
+        schemas[f"{name}Batch"] = {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
+            },
+        }
+    schemas.update(body_schemas())
     return schemas
 
 
@@ -205,6 +213,7 @@ def problem_responses(*statuses: int) -> dict[int | str, Schema]:
         409: "Unique clash",
         413: "Body too large",
         414: "URL too long",
+        415: "Body is not JSON",
         422: "Invalid body",
         503: "Database or pool cannot serve in time (see Retry-After)",
     }
@@ -225,6 +234,66 @@ def ok_response(schema_name: str, description: str) -> dict[int | str, Schema]:
             "description": description,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
+            },
+        }
+    }
+
+
+def body_schemas() -> dict[str, Schema]:
+    """The Create and Update body schemas of every resource, from the pydantic models."""
+    from service.schemas import body_model
+
+    schemas: dict[str, Schema] = {}
+    for resource in RESOURCES.values():
+        for partial in (False, True):
+            model = body_model(resource.name, partial=partial)
+            schemas[model.__name__] = model.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+    return schemas
+
+
+def create_body(resource: Resource, settings: Settings) -> Schema:
+    ref = {"$ref": f"#/components/schemas/{item_schema_name(resource)}Create"}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        ref,
+                        {
+                            "type": "array",
+                            "items": ref,
+                            "minItems": 1,
+                            "maxItems": settings.max_batch,
+                        },
+                    ]
+                }
+            }
+        },
+    }
+
+
+def update_body(resource: Resource) -> Schema:
+    ref = {"$ref": f"#/components/schemas/{item_schema_name(resource)}Update"}
+    return {"required": True, "content": {"application/json": {"schema": ref}}}
+
+
+def created_response(resource: Resource) -> dict[int | str, Schema]:
+    name = item_schema_name(resource)
+    return {
+        201: {
+            "description": "Created; shaped by `fields` and `include`",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": f"#/components/schemas/{name}Item"},
+                            {"$ref": f"#/components/schemas/{name}Batch"},
+                        ]
+                    }
+                }
             },
         }
     }

@@ -6,7 +6,7 @@ from service.errors import NotFound
 from service.query.canonical import binding, list_params, to_query_string
 from service.query.cursor import CursorCodec
 from service.query.plan import Condition, ListQuery, Plan
-from service.render import render_item, render_list, sort_values
+from service.render import render_items, render_list, sort_values
 from service.repository import Database, exists, list_page
 from service.timing import stage
 
@@ -53,7 +53,7 @@ class Reader:
         if not page.rows:
             raise not_found(plan.resource, identifier)
         with stage("render"):
-            return render_item(page.rows[0], plan, max_embedded=self.max_embedded_rows)
+            return render_items(page.rows, plan, single=True, max_embedded=self.max_embedded_rows)
 
 
 def not_found(resource: str, identifier: int) -> NotFound:

@@ -24,6 +24,14 @@ class Attribute:
     nullable: bool = False
     private: bool = False
     max_length: int | None = None
+    writable: bool = True  # False: set by the server (id, created)
+    email: bool = False  # must look like an email address
+    unique: bool = False
+
+    @property
+    def required(self) -> bool:
+        """Required on create: a writable attribute that cannot be NULL."""
+        return self.writable and not self.nullable
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,11 @@ class Relationship:
     remote_key: str  # the junction column pointing at the target
     inverse: str  # the target's relationship that points back here
 
+    @property
+    def ids_field(self) -> str:
+        """The body field that sets this relationship: groups -> group_ids."""
+        return self.name.removesuffix("s") + "_ids"
+
 
 @dataclass(frozen=True, slots=True)
 class Resource:
@@ -44,6 +57,8 @@ class Resource:
     model: type[Base]
     attributes: tuple[Attribute, ...]
     relationships: tuple[Relationship, ...]
+    # Write-only attributes, stored as an argon2id hash and never read back.
+    secrets: tuple[Attribute, ...] = ()
 
     @property
     def table(self) -> str:
@@ -60,8 +75,8 @@ class Resource:
         return tuple(a.name for a in self.attributes if private or not a.private)
 
 
-_ID = Attribute("id", AttrType.INTEGER)
-_CREATED = Attribute("created", AttrType.DATETIME, nullable=True)
+_ID = Attribute("id", AttrType.INTEGER, writable=False)
+_CREATED = Attribute("created", AttrType.DATETIME, nullable=True, writable=False)
 
 RESOURCES: dict[str, Resource] = {
     resource.name: resource
@@ -71,21 +86,29 @@ RESOURCES: dict[str, Resource] = {
             model=User,
             attributes=(
                 _ID,
-                Attribute("name", AttrType.STRING, max_length=16),
+                Attribute("name", AttrType.STRING, max_length=16, unique=True),
                 Attribute("display_name", AttrType.STRING, nullable=True, max_length=255),
                 _CREATED,
-                Attribute("email_address", AttrType.STRING, private=True, max_length=255),
+                Attribute(
+                    "email_address",
+                    AttrType.STRING,
+                    private=True,
+                    max_length=255,
+                    email=True,
+                    unique=True,
+                ),
             ),
             relationships=(
                 Relationship("groups", "groups", user_group, "user_id", "group_id", "users"),
             ),
+            secrets=(Attribute("password", AttrType.STRING, nullable=True, max_length=1024),),
         ),
         Resource(
             name="groups",
             model=Group,
             attributes=(
                 _ID,
-                Attribute("name", AttrType.STRING, max_length=16),
+                Attribute("name", AttrType.STRING, max_length=16, unique=True),
                 Attribute("display_name", AttrType.STRING, nullable=True, max_length=255),
                 _CREATED,
             ),
@@ -106,7 +129,7 @@ RESOURCES: dict[str, Resource] = {
             model=Permission,
             attributes=(
                 _ID,
-                Attribute("name", AttrType.STRING, max_length=63),
+                Attribute("name", AttrType.STRING, max_length=63, unique=True),
                 Attribute("description", AttrType.STRING, nullable=True, max_length=255),
             ),
             relationships=(

@@ -12,6 +12,7 @@ from service.query.plan import Limits
 from service.reading import Reader
 from service.repository import Database
 from service.settings import Settings
+from service.writing import Writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class Services:
     limits: Limits
     db: Database
     reader: Reader
+    writer: Writer
     tokens: TokenVerifier
 
 
@@ -39,5 +41,15 @@ def get_read_caller(request: Request) -> Caller:
     return caller
 
 
+def get_write_caller(request: Request) -> Caller:
+    """Writes need a valid token; with no tokens configured, every write is refused."""
+    services = get_services(request)
+    caller = services.tokens.caller(request.headers.get("authorization"))
+    if not caller.authenticated:
+        raise invalid_token()
+    return caller
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 ReadCallerDep = Annotated[Caller, Depends(get_read_caller)]
+WriteCallerDep = Annotated[Caller, Depends(get_write_caller)]

@@ -1,0 +1,33 @@
+"""Reading a JSON request body within its size limit."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import Request
+
+from service.errors import ErrorItem, InvalidBody, PayloadTooLarge, UnsupportedMediaType
+
+
+async def read_json(request: Request, *, max_bytes: int) -> object:
+    """The parsed body; 415 for a non-JSON type, 413 past `max_bytes`, 422 for bad JSON."""
+    content_type = request.headers.get("content-type", "application/json")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large(max_bytes)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        detail = f"the body is not valid JSON: {exc.msg}"
+        raise InvalidBody(detail, (ErrorItem(detail, pointer=""),)) from None
+
+
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body is larger than {max_bytes} bytes")

@@ -1,0 +1,42 @@
+"""The engine, one session per request, and driver failures translated to domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
+
+
+class Database:
+    """The engine, its sessions, and the translation of driver failures."""
+
+    def __init__(self, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.engine = engine
+        self.sessionmaker = sessionmaker
+        self.dialect = engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One session per request; any driver failure leaves as a ServiceError."""
+        try:
+            async with self.sessionmaker() as session:
+                yield session
+        except ServiceError:
+            raise
+        except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise translate_error(exc) from exc
+
+
+def translate_error(exc: BaseException) -> ServiceError:
+    """Map what the driver or the pool raised to what the client is told."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return Unavailable("no database connection became free in time", retry_after=1)
+    if isinstance(exc, sa_exc.IntegrityError):
+        return Conflict("the write clashed with the stored data; nothing was changed")
+    if isinstance(exc, sa_exc.DataError):
+        return InvalidParameter("query", "a value is out of range for the database")
+    return Unavailable("the database is not available right now", retry_after=1)

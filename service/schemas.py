@@ -1,0 +1,154 @@
+"""Request bodies: pydantic models derived from the registry, strict and closed to extra keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+)
+
+from service.errors import ErrorItem, InvalidBody, suggest
+from service.query.values import INT_MAX
+from service.resources import RESOURCES, Attribute, AttrType, Resource
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+MAX_IDS = 1000  # per relationship list in one object
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+def _annotation(attribute: Attribute, *, secret: bool) -> Any:
+    if attribute.type is AttrType.INTEGER:
+        return Annotated[int, Field(ge=-(2**31), le=INT_MAX)]
+    if attribute.type is AttrType.DATETIME:
+        return datetime
+    constraints = StringConstraints(
+        min_length=1 if attribute.required or secret else 0,
+        max_length=attribute.max_length,
+        pattern=EMAIL_PATTERN if attribute.email else None,
+    )
+    return Annotated[str, constraints, AfterValidator(_no_nul)]
+
+
+IdList = Annotated[list[Annotated[int, Field(ge=1, le=INT_MAX)]], Field(max_length=MAX_IDS)]
+
+
+def writable_fields(resource: Resource) -> list[str]:
+    """Every key a body may hold, in declaration order."""
+    names = [a.name for a in (*resource.attributes, *resource.secrets) if a.writable]
+    return names + [r.ids_field for r in resource.relationships]
+
+
+@cache
+def body_model(resource_name: str, *, partial: bool) -> type[BaseModel]:
+    """`UserCreate` (required fields required) or `UserUpdate` (everything optional)."""
+    resource = RESOURCES[resource_name]
+    fields: dict[str, Any] = {}
+    for attribute in (*resource.attributes, *resource.secrets):
+        if not attribute.writable:
+            continue
+        annotation = _annotation(attribute, secret=attribute in resource.secrets)
+        if attribute.nullable:
+            annotation = annotation | None
+        required = attribute.required and not partial
+        extra = {"writeOnly": True} if attribute in resource.secrets else None
+        fields[attribute.name] = (
+            annotation,
+            Field(... if required else None, json_schema_extra=extra),
+        )
+    for relationship in resource.relationships:
+        fields[relationship.ids_field] = (IdList | None, None)
+    suffix = "Update" if partial else "Create"
+    name = resource.name.capitalize()[:-1] + suffix
+    config = ConfigDict(extra="forbid", strict=True, title=name)
+    model: type[BaseModel] = create_model(name, __config__=config, **fields)
+    return model
+
+
+def parse_create_body(
+    resource_name: str, payload: object, *, max_batch: int
+) -> tuple[list[BaseModel], bool]:
+    """One object or a non-empty array of at most `max_batch`; returns (items, was_single)."""
+    model = body_model(resource_name, partial=False)
+    if isinstance(payload, dict):
+        return [_validate(model, payload, prefix="")], True
+    if not isinstance(payload, list):
+        raise InvalidBody(
+            "the body must be a JSON object or an array of objects",
+            (ErrorItem("expected an object or an array", pointer=""),),
+        )
+    if not payload or len(payload) > max_batch:
+        detail = f"a batch holds 1 to {max_batch} objects, not {len(payload)}"
+        raise InvalidBody(detail, (ErrorItem(detail, pointer=""),))
+    items: list[BaseModel] = []
+    problems: list[ErrorItem] = []
+    for index, item in enumerate(payload):
+        try:
+            items.append(_validate(model, item, prefix=f"/{index}"))
+        except InvalidBody as exc:
+            problems.extend(exc.errors)
+        if len(problems) >= MAX_REPORTED:
+            break
+    if problems:
+        raise InvalidBody(_summary(problems), tuple(problems[:MAX_REPORTED]))
+    return items, False
+
+
+def parse_update_body(resource_name: str, payload: object) -> BaseModel:
+    if not isinstance(payload, dict):
+        raise InvalidBody(
+            "the body must be a JSON object", (ErrorItem("expected an object", pointer=""),)
+        )
+    return _validate(body_model(resource_name, partial=True), payload, prefix="")
+
+
+MAX_REPORTED = 20
+
+
+def _validate(model: type[BaseModel], item: object, *, prefix: str) -> BaseModel:
+    if not isinstance(item, dict):
+        raise InvalidBody(
+            "each item must be a JSON object", (ErrorItem("expected an object", pointer=prefix),)
+        )
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        problems = tuple(
+            _problem(model, error, prefix) for error in exc.errors(include_input=False)
+        )
+        raise InvalidBody(_summary(problems), problems) from None
+
+
+def _problem(model: type[BaseModel], error: Any, prefix: str) -> ErrorItem:
+    location = [str(part) for part in error["loc"]]
+    pointer = prefix + "".join(f"/{_escape_pointer(part)}" for part in location)
+    if error["type"] == "extra_forbidden":
+        name = location[-1] if location else ""
+        hint = suggest(name, list(model.model_fields))
+        return ErrorItem(f"unknown field {name[:64]!r}{hint}", pointer=pointer)
+    if error["type"] == "missing":
+        return ErrorItem("this field is required", pointer=pointer)
+    return ErrorItem(str(error["msg"]), pointer=pointer)
+
+
+def _escape_pointer(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _summary(problems: tuple[ErrorItem, ...] | list[ErrorItem]) -> str:
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first.pointer or '/'}: {first.detail}{more}"

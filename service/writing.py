@@ -1,0 +1,251 @@
+"""The write pipeline: check against stored data, write all or nothing, tell the cache, re-read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import Conflict, ErrorItem, InvalidBody
+from service.passwords import PasswordHasher
+from service.query.plan import Condition, ListQuery, Plan
+from service.reading import Reader, not_found
+from service.render import render_items
+from service.repository import Database, list_page
+from service.repository.writes import (
+    clear_links,
+    delete_row,
+    insert_links,
+    insert_rows,
+    missing_ids,
+    taken_values,
+    update_row,
+)
+from service.resources import RESOURCES, Resource
+from service.timing import stage
+
+Pointer = Callable[[int], str]  # item index -> JSON pointer prefix ("" for a single object)
+
+
+class ChangeListener(Protocol):
+    """Told which tables a committed write changed, before the response is sent."""
+
+    async def tables_changed(self, tables: frozenset[str]) -> None: ...
+
+
+class IgnoreChanges:
+    async def tables_changed(self, tables: frozenset[str]) -> None:
+        return None
+
+
+class Writer:
+    def __init__(
+        self, db: Database, reader: Reader, hasher: PasswordHasher, listener: ChangeListener
+    ) -> None:
+        self.db = db
+        self.reader = reader
+        self.hasher = hasher
+        self.listener = listener
+
+    async def create(
+        self, resource_name: str, items: list[BaseModel], *, single: bool, plan: Plan
+    ) -> tuple[bytes, list[int]]:
+        """Insert the items and their links in one transaction; the body shapes them by `plan`."""
+        resource = RESOURCES[resource_name]
+        prefix: Pointer = _no_index if single else _index
+        rows = [_attribute_values(resource, item) for item in items]
+        await self._hash_secrets(resource, rows)
+        _check_unique_within(resource, rows, prefix)
+        links = [_link_values(resource, item) for item in items]
+        async with self.db.session() as session:
+            try:
+                async with session.begin():
+                    await _check_targets_exist(session, resource, links, prefix)
+                    with stage("write"):
+                        ids = await insert_rows(session, resource, rows)
+                        for relationship in resource.relationships:
+                            pairs = [
+                                (owner, target)
+                                for owner, link in zip(ids, links, strict=True)
+                                for target in link.get(relationship.ids_field, [])
+                            ]
+                            await insert_links(session, relationship, pairs)
+            except sa_exc.IntegrityError:
+                raise await self._explain_clash(session, resource, rows, prefix) from None
+            await self.listener.tables_changed(_changed_tables(resource, links))
+            body = await self._read_back(session, plan, ids, single=single)
+        return body, ids
+
+    async def update(
+        self, resource_name: str, identifier: int, patch: BaseModel, *, plan: Plan
+    ) -> bytes:
+        """Change the given attributes; an id list replaces that relationship's links."""
+        resource = RESOURCES[resource_name]
+        values = _attribute_values(resource, patch)
+        await self._hash_secrets(resource, [values])
+        link = _link_values(resource, patch)
+        async with self.db.session() as session:
+            try:
+                async with session.begin():
+                    if not await update_row(session, resource, identifier, values):
+                        raise not_found(resource.name, identifier)
+                    await _check_targets_exist(session, resource, [link], _no_index)
+                    for relationship in resource.relationships:
+                        if relationship.ids_field in link:
+                            await clear_links(session, relationship, identifier)
+                            pairs = [(identifier, t) for t in link[relationship.ids_field]]
+                            await insert_links(session, relationship, pairs)
+            except sa_exc.IntegrityError:
+                raise await self._explain_clash(
+                    session, resource, [values], _no_index, excluding_id=identifier
+                ) from None
+            changed = (
+                _changed_tables(resource, [link]) if values else _link_tables(resource, [link])
+            )
+            await self.listener.tables_changed(changed)
+            return await self._read_back(session, plan, [identifier], single=True)
+
+    async def delete(self, resource_name: str, identifier: int) -> None:
+        resource = RESOURCES[resource_name]
+        async with self.db.session() as session, session.begin():
+            if not await delete_row(session, resource, identifier):
+                raise not_found(resource.name, identifier)
+        every_link = frozenset(r.junction.name for r in resource.relationships)
+        await self.listener.tables_changed(every_link | {resource.table})
+
+    async def _hash_secrets(self, resource: Resource, rows: list[dict[str, Any]]) -> None:
+        for secret in resource.secrets:
+            positions = [i for i, row in enumerate(rows) if row.get(secret.name) is not None]
+            if positions:
+                with stage("hash"):
+                    hashes = await self.hasher.hash_many([rows[i][secret.name] for i in positions])
+                for position, hashed in zip(positions, hashes, strict=True):
+                    rows[position][secret.name] = hashed
+
+    async def _read_back(
+        self, session: AsyncSession, plan: Plan, ids: list[int], *, single: bool
+    ) -> bytes:
+        by_id = Condition(plan.resource, (), "id", "in", tuple(ids))
+        query = ListQuery(plan=plan, filters=(by_id,), limit=len(ids))
+        page = await list_page(session, query, dialect=self.db.dialect)
+        rows = {row.id: row for row in page.rows}
+        with stage("render"):
+            return render_items(
+                [rows[i] for i in ids],
+                plan,
+                single=single,
+                max_embedded=self.reader.max_embedded_rows,
+            )
+
+    async def _explain_clash(
+        self,
+        session: AsyncSession,
+        resource: Resource,
+        rows: list[dict[str, Any]],
+        prefix: Pointer,
+        *,
+        excluding_id: int | None = None,
+    ) -> Conflict:
+        """Which unique value clashed, found after the rollback (drivers word it differently)."""
+        await session.rollback()
+        for attribute in resource.attributes:
+            if not attribute.unique:
+                continue
+            values = [
+                str(row[attribute.name]) for row in rows if row.get(attribute.name) is not None
+            ]
+            taken = await taken_values(
+                session, resource, attribute.name, values, excluding_id=excluding_id
+            )
+            for index, row in enumerate(rows):
+                if row.get(attribute.name) in taken:
+                    return _clash(resource, attribute.name, f"{prefix(index)}/{attribute.name}")
+        return Conflict("the write clashed with a concurrent change; nothing was written, retry")
+
+
+def _no_index(_index: int) -> str:
+    return ""
+
+
+def _index(index: int) -> str:
+    return f"/{index}"
+
+
+def _attribute_values(resource: Resource, item: BaseModel) -> dict[str, Any]:
+    links = {r.ids_field for r in resource.relationships}
+    return {k: v for k, v in item.model_dump(exclude_unset=True).items() if k not in links}
+
+
+def _link_values(resource: Resource, item: BaseModel) -> dict[str, list[int]]:
+    """The id lists the item sets (None means "not given"), without repeats."""
+    values = item.model_dump(exclude_unset=True)
+    return {
+        r.ids_field: list(dict.fromkeys(values[r.ids_field] or []))
+        for r in resource.relationships
+        if r.ids_field in values
+    }
+
+
+def _check_unique_within(
+    resource: Resource, rows: Sequence[dict[str, Any]], prefix: Pointer
+) -> None:
+    for attribute in resource.attributes:
+        if not attribute.unique:
+            continue
+        seen: dict[Any, int] = {}
+        for index, row in enumerate(rows):
+            value = row.get(attribute.name)
+            if value is None:
+                continue
+            if value in seen:
+                raise _clash(
+                    resource,
+                    attribute.name,
+                    f"{prefix(index)}/{attribute.name}",
+                    also=f"{prefix(seen[value])}/{attribute.name}",
+                )
+            seen[value] = index
+
+
+async def _check_targets_exist(
+    session: AsyncSession,
+    resource: Resource,
+    links: Sequence[dict[str, list[int]]],
+    prefix: Pointer,
+) -> None:
+    """Every id in every list names a row: one SELECT per relationship used."""
+    for relationship in resource.relationships:
+        wanted = {t for link in links for t in link.get(relationship.ids_field, [])}
+        missing = await missing_ids(session, relationship.target, wanted)
+        if not missing:
+            continue
+        problems = [
+            ErrorItem(
+                f"no {relationship.target} with id {target}",
+                pointer=f"{prefix(index)}/{relationship.ids_field}/{position}",
+            )
+            for index, link in enumerate(links)
+            for position, target in enumerate(link.get(relationship.ids_field, []))
+            if target in missing
+        ]
+        raise InvalidBody(f"{problems[0].pointer}: {problems[0].detail}", tuple(problems[:20]))
+
+
+def _clash(resource: Resource, field: str, pointer: str, *, also: str | None = None) -> Conflict:
+    where = f" (as does {also})" if also else ""
+    detail = (
+        f"{resource.name}.{field} must be unique: the value at {pointer} is already taken{where}"
+    )
+    return Conflict(detail, (ErrorItem(f"{field} is already taken", pointer=pointer),))
+
+
+def _link_tables(resource: Resource, links: Sequence[dict[str, list[int]]]) -> frozenset[str]:
+    used = {field for link in links for field in link}
+    return frozenset(r.junction.name for r in resource.relationships if r.ids_field in used)
+
+
+def _changed_tables(resource: Resource, links: Sequence[dict[str, list[int]]]) -> frozenset[str]:
+    return _link_tables(resource, links) | {resource.table}
