@@ -19,6 +19,7 @@ from service.api.problems import install_problem_handlers
 from service.api.reads import make_read_router
 from service.api.writes import make_write_router
 from service.auth import TokenVerifier
+from service.cache import ResponseCache, make_backend
 from service.db import make_engine, make_sessionmaker
 from service.openapi import component_schemas
 from service.passwords import PasswordHasher
@@ -29,7 +30,7 @@ from service.reading import Reader
 from service.repository import Database
 from service.resources import RESOURCES
 from service.settings import Settings
-from service.writing import IgnoreChanges, Writer
+from service.writing import Writer
 
 logger = logging.getLogger("service")
 
@@ -48,7 +49,8 @@ def make_services(settings: Settings) -> Services:
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(db, CursorCodec(secret), max_embedded_rows=settings.max_embedded_rows)
     allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
-    writer = Writer(db, reader, PasswordHasher(settings), IgnoreChanges())
+    cache = ResponseCache(make_backend(settings), wait_seconds=settings.cache_wait_seconds)
+    writer = Writer(db, reader, PasswordHasher(settings), cache)
     return Services(
         settings=settings,
         limits=Limits.from_settings(settings),
@@ -56,6 +58,7 @@ def make_services(settings: Settings) -> Services:
         reader=reader,
         writer=writer,
         tokens=TokenVerifier(settings.api_tokens),
+        cache=cache,
     )
 
 
@@ -70,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
             logger.warning("API_TOKENS is empty: every write will be refused with 401")
         yield
         services.writer.hasher.close()
+        await services.cache.close()
         await services.db.engine.dispose()
 
     app = FastAPI(

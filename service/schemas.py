@@ -64,11 +64,11 @@ def body_model(resource_name: str, *, partial: bool) -> type[BaseModel]:
         if attribute.nullable:
             annotation = annotation | None
         required = attribute.required and not partial
-        extra = {"writeOnly": True} if attribute in resource.secrets else None
-        fields[attribute.name] = (
-            annotation,
-            Field(... if required else None, json_schema_extra=extra),
+        extra: dict[str, Any] | None = (
+            {"writeOnly": True} if attribute in resource.secrets else None
         )
+        default: Any = ... if required else None
+        fields[attribute.name] = (annotation, Field(default, json_schema_extra=extra))
     for relationship in resource.relationships:
         fields[relationship.ids_field] = (IdList | None, None)
     suffix = "Update" if partial else "Create"

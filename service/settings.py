@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+CACHE_CLASSES = frozenset({"list", "item", "related", "count", "private"})
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Names match the environment variables (case-insensitive)."""
@@ -47,6 +49,17 @@ class Settings(BaseSettings):
     argon2_parallelism: int = Field(default=1, ge=1)
     hash_concurrency: int = Field(default=2, ge=1)  # threads hashing at once
 
+    # The response cache.
+    cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    cache_prefix: str = "service"
+    cache_timeout_seconds: float = Field(default=0.25, gt=0)  # per Redis call
+    cache_retry_seconds: float = Field(default=5.0, gt=0)  # circuit cool-down
+    cache_wait_seconds: float = Field(default=5.0, gt=0)  # single-flight followers
+    # Request classes never cached: any of list, item, related, count, private.
+    cache_skip: Annotated[frozenset[str], NoDecode] = frozenset()
+
     # Signs keyset cursors; instances behind one load balancer must share it.
     cursor_secret: str = ""
 
@@ -57,6 +70,19 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
+
+    @field_validator("cache_skip", mode="before")
+    @classmethod
+    def _split_skip(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = frozenset(n.strip() for n in value.split(",") if n.strip())
+            unknown = names - CACHE_CLASSES
+            if unknown:
+                raise ValueError(
+                    f"unknown request classes {sorted(unknown)}; use {sorted(CACHE_CLASSES)}"
+                )
+            return names
         return value
 
     @property

@@ -36,11 +36,6 @@ class ChangeListener(Protocol):
     async def tables_changed(self, tables: frozenset[str]) -> None: ...
 
 
-class IgnoreChanges:
-    async def tables_changed(self, tables: frozenset[str]) -> None:
-        return None
-
-
 class Writer:
     def __init__(
         self, db: Database, reader: Reader, hasher: PasswordHasher, listener: ChangeListener

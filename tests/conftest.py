@@ -184,10 +184,10 @@ class StatementLog:
 
 @pytest.fixture(scope="session")
 async def read_app(seeded_url: str) -> AsyncIterator[FastAPI]:
-    """An app over the shared seeded database (reads only)."""
+    """An app over the shared seeded database (reads only), uncached so every test sees its SQL."""
     from service.app import create_app
 
-    app = create_app(make_test_settings(seeded_url))
+    app = create_app(make_test_settings(seeded_url, cache_url="none"))
     yield app
     await app.state.services.db.engine.dispose()
 

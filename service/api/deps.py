@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.auth import Caller, TokenVerifier, invalid_token
+from service.cache import ResponseCache
 from service.query.plan import Limits
 from service.reading import Reader
 from service.repository import Database
@@ -25,6 +26,7 @@ class Services:
     reader: Reader
     writer: Writer
     tokens: TokenVerifier
+    cache: ResponseCache
 
 
 def get_services(request: Request) -> Services:

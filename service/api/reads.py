@@ -7,7 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from service.api.deps import ReadCallerDep, ServicesDep
+from service.api import caching
+from service.api.deps import ReadCallerDep, Services, ServicesDep
+from service.auth import Caller
+from service.cache.keys import item_key, list_key, plan_tables, query_tables
 from service.openapi import (
     item_schema_name,
     list_parameters,
@@ -16,8 +19,8 @@ from service.openapi import (
     shape_parameters,
 )
 from service.query.cursor import attach_cursor
-from service.query.params import Endpoint, parse_query_string
-from service.query.plan import ListQuery, Scope, build_list_query, build_plan
+from service.query.params import Count, Endpoint, parse_query_string
+from service.query.plan import ListQuery, Scope, build_list_query, build_plan, plan_is_private
 from service.query.values import INT_MAX
 from service.resources import RESOURCES, Relationship, Resource
 from service.settings import Settings
@@ -25,6 +28,10 @@ from service.timing import stage
 
 IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
 READ_ERRORS = (400, 401, 403, 503)
+CACHED_HEADERS = {
+    "ETag": {"description": "Strong validator of the body", "schema": {"type": "string"}},
+    "X-Cache": {"description": "HIT, MISS or BYPASS", "schema": {"type": "string"}},
+}
 
 
 def json_response(body: bytes) -> Response:
@@ -32,11 +39,7 @@ def json_response(body: bytes) -> Response:
 
 
 def parse_list_query(
-    request: Request,
-    services: ServicesDep,
-    caller: ReadCallerDep,
-    resource: str,
-    scope: Scope | None = None,
+    request: Request, services: Services, caller: Caller, resource: str, scope: Scope | None = None
 ) -> ListQuery:
     with stage("plan"):
         raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.LIST)
@@ -48,8 +51,31 @@ def parse_list_query(
     return query
 
 
-def base_path(request: Request) -> str:
-    return str(request.scope.get("root_path", "")) + request.url.path
+async def serve_list(
+    request: Request, services: Services, caller: Caller, query: ListQuery, *, path: str, kind: str
+) -> Response:
+    """A page through the cache; `path` is canonical, so equal requests share an entry."""
+    link_path = str(request.scope.get("root_path", "")) + path
+    classes = {kind}
+    if query.count is not Count.NONE:
+        classes.add("count")
+    if query.private:
+        classes.add("private")
+    return await caching.serve(
+        request,
+        services,
+        key=list_key(query, path=link_path, access=caller.access_class),
+        tables=query_tables(query),
+        produce=lambda: services.reader.list_body(query, base_path=link_path),
+        classes=frozenset(classes),
+    )
+
+
+def _ok(schema: str, description: str) -> dict[int | str, dict[str, object]]:
+    response = ok_response(schema, description)
+    response[200]["headers"] = CACHED_HEADERS
+    response[304] = {"description": "Not modified (If-None-Match matched the ETag)"}
+    return response
 
 
 def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
@@ -62,7 +88,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         summary=f"List {resource.name}",
         response_class=Response,
         responses={
-            **ok_response(f"{schema}List", f"A page of {resource.name}"),
+            **_ok(f"{schema}List", f"A page of {resource.name}"),
             **problem_responses(*READ_ERRORS),
         },
         openapi_extra={"parameters": list_parameters(resource, settings)},
@@ -70,14 +96,16 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
     )
     async def list_rows(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
         query = parse_list_query(request, services, caller, resource.name)
-        return json_response(await services.reader.list_body(query, base_path=base_path(request)))
+        return await serve_list(
+            request, services, caller, query, path=f"/{resource.name}", kind="list"
+        )
 
     @router.get(
         f"/{resource.name}/{{id}}",
         summary=f"Get one of {resource.name}",
         response_class=Response,
         responses={
-            **ok_response(f"{schema}Item", f"One of {resource.name}"),
+            **_ok(f"{schema}Item", f"One of {resource.name}"),
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={"parameters": shape_parameters(resource, settings)},
@@ -91,7 +119,16 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             plan = build_plan(
                 resource.name, raw, private_ok=caller.authenticated, limits=services.limits
             )
-        return json_response(await services.reader.item_body(plan, id))
+        path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{id}"
+        classes = {"item", "private"} if plan_is_private(plan) else {"item"}
+        return await caching.serve(
+            request,
+            services,
+            key=item_key(plan, path=path, access=caller.access_class),
+            tables=tuple(sorted(plan_tables(plan))),
+            produce=lambda: services.reader.item_body(plan, id),
+            classes=frozenset(classes),
+        )
 
     for relationship in resource.relationships:
         _add_sub_collection(router, resource, relationship, settings)
@@ -109,7 +146,7 @@ def _add_sub_collection(
         summary=f"List the {relationship.name} of one of {parent.name}",
         response_class=Response,
         responses={
-            **ok_response(f"{schema}List", f"A page of {target.name}"),
+            **_ok(f"{schema}List", f"A page of {target.name}"),
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={"parameters": list_parameters(target, settings)},
@@ -120,4 +157,5 @@ def _add_sub_collection(
     ) -> Response:
         scope = Scope(parent=parent.name, relationship=relationship.name, parent_id=id)
         query = parse_list_query(request, services, caller, target.name, scope)
-        return json_response(await services.reader.list_body(query, base_path=base_path(request)))
+        path = f"/{parent.name}/{id}/{relationship.name}"
+        return await serve_list(request, services, caller, query, path=path, kind="related")

@@ -277,14 +277,19 @@ def _with_extra(plan: Plan, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(a.name for a in resource.attributes if a.name in plan.load or a.name in names)
 
 
-def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[SortKey, ...]) -> bool:
-    """Whether the response holds or depends on a private attribute."""
+def plan_is_private(plan: Plan) -> bool:
+    """Whether any level of the plan outputs a private attribute."""
     for _, node in plan.walk():
         resource = RESOURCES[node.resource]
-        if any(
-            (attr := resource.attribute(name)) is not None and attr.private for name in node.output
-        ):
+        if any((a := resource.attribute(n)) is not None and a.private for n in node.output):
             return True
+    return False
+
+
+def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[SortKey, ...]) -> bool:
+    """Whether the response holds or depends on a private attribute."""
+    if plan_is_private(plan):
+        return True
     root = RESOURCES[plan.resource]
     if any((attr := root.attribute(key.name)) is not None and attr.private for key in sort):
         return True

@@ -1,0 +1,51 @@
+"""What a cached response depends on: its canonical key and every table it read."""
+
+from __future__ import annotations
+
+from service.query.canonical import list_params, shape_params, to_query_string
+from service.query.plan import ListQuery, Plan, plan_is_private
+from service.resources import RESOURCES
+
+
+def plan_tables(plan: Plan) -> set[str]:
+    """The primary table, and the junction and target tables of every include."""
+    resource = RESOURCES[plan.resource]
+    tables = {resource.table}
+    for name, child in plan.children:
+        relationship = resource.relationship(name)
+        assert relationship is not None
+        tables.add(relationship.junction.name)
+        tables |= plan_tables(child)
+    return tables
+
+
+def query_tables(query: ListQuery) -> tuple[str, ...]:
+    """Every table a list response depends on, filters and sub-collection scope included."""
+    tables = plan_tables(query.plan)
+    for condition in query.filters:
+        resource = RESOURCES[condition.resource]
+        for name in condition.path:
+            relationship = resource.relationship(name)
+            assert relationship is not None
+            resource = RESOURCES[relationship.target]
+            tables |= {relationship.junction.name, resource.table}
+    if query.scope is not None:
+        parent = RESOURCES[query.scope.parent]
+        relationship = parent.relationship(query.scope.relationship)
+        assert relationship is not None
+        tables |= {parent.table, relationship.junction.name}
+    return tuple(sorted(tables))
+
+
+def list_key(query: ListQuery, *, path: str, access: str) -> str:
+    """The canonical request, plus the caller's access class when the response is private."""
+    params = list_params(query)
+    if query.cursor is not None:
+        params.append(("cursor", query.cursor))
+    key = f"{path}?{to_query_string(params)}"
+    return f"{key}|{access}" if query.private else key
+
+
+def item_key(plan: Plan, *, path: str, access: str) -> str:
+    key = f"{path}?{to_query_string(shape_params(plan))}"
+    return f"{key}|{access}" if plan_is_private(plan) else key

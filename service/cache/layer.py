@@ -1,0 +1,136 @@
+"""The cache in front of the read pipeline: versioned hits, single-flight misses, bypasses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from service.cache.backend import (
+    CacheBackend,
+    CacheUnavailable,
+    Entry,
+    NullBackend,
+    Versions,
+    etag_of,
+)
+from service.cache.memory import MemoryBackend
+from service.cache.redis_backend import RedisBackend
+from service.settings import Settings
+
+logger = logging.getLogger("service.cache")
+
+
+class Outcome(Enum):
+    HIT = "HIT"
+    MISS = "MISS"
+    BYPASS = "BYPASS"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    body: bytes
+    etag: str
+    outcome: Outcome
+
+
+Produce = Callable[[], Awaitable[bytes]]
+
+
+class ResponseCache:
+    """Serves a body from the backend when its table versions still match, else produces it."""
+
+    def __init__(self, backend: CacheBackend, *, wait_seconds: float) -> None:
+        self.backend = backend
+        self.wait_seconds = wait_seconds
+        self.counts = {outcome: 0 for outcome in Outcome}
+        self._flights: dict[tuple[str, Versions], asyncio.Task[bytes]] = {}
+
+    async def fetch(
+        self, key: str, tables: tuple[str, ...], produce: Produce, *, refresh: bool = False
+    ) -> Served:
+        """The response body for `key`; `refresh` skips the stored entry and replaces it."""
+        try:
+            versions, entry = await self.backend.lookup(key, tables)
+        except CacheUnavailable:
+            return await self.bypass(produce)
+        if refresh:
+            body = await produce()
+            await self._store(key, Entry.of(body, versions))
+            return self._count(Served(body, etag_of(body), Outcome.BYPASS))
+        if entry is not None and entry.versions == versions:
+            return self._count(Served(entry.body, entry.etag, Outcome.HIT))
+        body = await self._single_flight(key, versions, produce)
+        return self._count(Served(body, etag_of(body), Outcome.MISS))
+
+    async def tables_changed(self, tables: frozenset[str]) -> None:
+        """Called after a write commits, before its response is sent."""
+        # If the circuit is open, closing it bumps the epoch, which covers this write.
+        with contextlib.suppress(CacheUnavailable):
+            await self.backend.bump(tables)
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    async def bypass(self, produce: Produce) -> Served:
+        """Straight to the database: the cache is off for this request."""
+        body = await produce()
+        return self._count(Served(body, etag_of(body), Outcome.BYPASS))
+
+    async def _single_flight(self, key: str, versions: Versions, produce: Produce) -> bytes:
+        """Concurrent identical misses share one task; it outlives a waiter that goes away."""
+        flight = (key, versions)
+        task = self._flights.get(flight)
+        if task is not None:
+            try:
+                async with asyncio.timeout(self.wait_seconds):
+                    return await asyncio.shield(task)
+            except TimeoutError:
+                return await produce()
+        task = asyncio.ensure_future(self._produce_and_store(key, versions, produce))
+        self._flights[flight] = task
+        task.add_done_callback(lambda done: self._landed(flight, done))
+        return await asyncio.shield(task)
+
+    async def _produce_and_store(self, key: str, versions: Versions, produce: Produce) -> bytes:
+        body = await produce()
+        await self._store(key, Entry.of(body, versions))
+        return body
+
+    def _landed(self, flight: tuple[str, Versions], task: asyncio.Task[bytes]) -> None:
+        self._flights.pop(flight, None)
+        if not task.cancelled():
+            task.exception()  # errors reach the waiters and are never cached
+
+    async def _store(self, key: str, entry: Entry) -> None:
+        with contextlib.suppress(CacheUnavailable):
+            await self.backend.store(key, entry)
+
+    def _count(self, served: Served) -> Served:
+        self.counts[served.outcome] += 1
+        return served
+
+
+def make_backend(settings: Settings) -> CacheBackend:
+    """`memory://`, `redis://host:port/db` or `none`, as CACHE_URL says."""
+    url = settings.cache_url.strip()
+    if url in ("none", ""):
+        return NullBackend()
+    if url.startswith("memory://"):
+        return MemoryBackend(
+            max_entries=settings.cache_max_entries,
+            max_bytes=settings.cache_max_bytes,
+            ttl_seconds=settings.cache_ttl_seconds,
+        )
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisBackend(
+            url,
+            prefix=settings.cache_prefix,
+            timeout=settings.cache_timeout_seconds,
+            retry_seconds=settings.cache_retry_seconds,
+            ttl_seconds=settings.cache_ttl_seconds,
+        )
+    raise ValueError(f"CACHE_URL must be memory://, redis://... or none, not {url!r}")
