@@ -21,6 +21,7 @@ from service.api.writes import make_write_router
 from service.auth import TokenVerifier
 from service.cache import ResponseCache, make_backend
 from service.db import make_engine, make_sessionmaker
+from service.logs import configure_logging
 from service.openapi import component_schemas
 from service.passwords import PasswordHasher
 from service.query.cursor import CursorCodec
@@ -45,7 +46,7 @@ Name the attributes you want with `fields`, embed relationships with `include`, 
 def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     engine = make_engine(settings)
-    db = Database(engine, make_sessionmaker(engine))
+    db = Database(engine, make_sessionmaker(engine, settings))
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(db, CursorCodec(secret), max_embedded_rows=settings.max_embedded_rows)
     allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
@@ -91,7 +92,11 @@ def create_app(settings: Settings) -> FastAPI:
     for resource in RESOURCES.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
-    app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_url_bytes=settings.max_url_bytes,
+        deadline_seconds=settings.request_timeout_seconds,
+    )
     _add_components(app)
     return app
 
@@ -114,4 +119,6 @@ def _add_components(app: FastAPI) -> None:
 
 def app_factory() -> FastAPI:
     """For `uvicorn --factory` and worker processes: settings from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

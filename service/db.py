@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import MetaData, event
@@ -15,8 +16,11 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from service.metrics import POOL_CHECKED_OUT, POOL_OVERFLOW, POOL_SIZE
 from service.settings import Settings
 from service.timing import current_stats
+
+UNCOUNTED = "uncounted"  # execution option: session plumbing, not a statement the request asked for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -36,6 +40,11 @@ def make_engine(settings: Settings) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     if settings.is_sqlite:
         connect_args["timeout"] = settings.sqlite_busy_timeout_ms / 1000
+    elif settings.pgbouncer:
+        # PgBouncer in transaction mode hands each transaction any server connection:
+        # no statement cache, and prepared statement names unique per process and call.
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.pool_size,
@@ -48,11 +57,42 @@ def make_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     count_statements(engine.sync_engine)
+    _watch_pool(engine.sync_engine)
     return engine
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def _watch_pool(engine: Engine) -> None:
+    """Keep the pool gauges current as connections come and go."""
+    # Counted from the events: the pool's own counters lag behind them by one connection.
+    size = int(getattr(engine.pool, "size", lambda: 0)())
+    checked_out = 0
+
+    def moved(delta: int) -> None:
+        nonlocal checked_out
+        checked_out += delta
+        POOL_CHECKED_OUT.set(checked_out)
+        POOL_OVERFLOW.set(max(0, checked_out - size))
+
+    event.listen(engine.pool, "checkout", lambda *_: moved(+1))
+    event.listen(engine.pool, "checkin", lambda *_: moved(-1))
+    POOL_SIZE.set(size)
+
+
+def make_sessionmaker(engine: AsyncEngine, settings: Settings) -> async_sessionmaker[AsyncSession]:
+    sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    if engine.dialect.name == "postgresql" and settings.statement_timeout_ms > 0:
+        _limit_statements(sessions, timeout_ms=settings.statement_timeout_ms)
+    return sessions
+
+
+def _limit_statements(sessions: async_sessionmaker[AsyncSession], *, timeout_ms: int) -> None:
+    """`SET LOCAL statement_timeout` as each transaction begins: it ends with the transaction,
+    so it holds behind PgBouncer in transaction mode, where session settings would leak."""
+    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+
+    @event.listens_for(sessions.class_.sync_session_class, "after_begin")
+    def _on_begin(_session: Any, _transaction: Any, connection: Connection) -> None:
+        connection.exec_driver_sql(statement, execution_options={UNCOUNTED: True})
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -69,6 +109,10 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
         dbapi_connection.create_function("lower", 1, _py_lower, deterministic=True)
 
 
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
 def _py_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -77,10 +121,12 @@ def count_statements(engine: Engine) -> None:
     """Count every statement and its time into the current request's stats."""
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn: Connection, *_args: Any) -> None:
+    def _before(
+        conn: Connection, _cursor: Any, _sql: str, _params: Any, context: Any, _many: bool
+    ) -> None:
         conn.info["statement_started"] = time.perf_counter()
         stats = current_stats.get()
-        if stats is not None:
+        if stats is not None and not context.execution_options.get(UNCOUNTED):
             stats.queries += 1
 
     @event.listens_for(engine, "after_cursor_execute")

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Signs keyset cursors; instances behind one load balancer must share it.
     cursor_secret: str = ""
 
+    request_timeout_seconds: float = Field(default=30.0, gt=0)  # the whole request's deadline
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)  # draining in-flight requests
+    pgbouncer: bool = False  # asyncpg behind PgBouncer in transaction mode: no named statements
     log_level: str = "INFO"
 
     @field_validator("api_tokens", mode="before")

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from service.db import UNCOUNTED
 from service.migrations import run_upgrade
 from service.settings import Settings
 
@@ -210,8 +212,11 @@ def statements(read_app: FastAPI) -> Iterator[StatementLog]:
     log = StatementLog()
     engine = read_app.state.services.db.engine.sync_engine
 
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        log.statements.append(statement)
+    def record(
+        _conn: object, _cursor: object, statement: str, _params: object, context: Any, _many: bool
+    ) -> None:
+        if not context.execution_options.get(UNCOUNTED):
+            log.statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
     yield log
@@ -251,8 +256,11 @@ def record_statements(http: httpx.AsyncClient) -> StatementLog:
     log = StatementLog()
     engine = app_of(http).state.services.db.engine.sync_engine
 
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        log.statements.append(statement)
+    def record(
+        _conn: object, _cursor: object, statement: str, _params: object, context: Any, _many: bool
+    ) -> None:
+        if not context.execution_options.get(UNCOUNTED):
+            log.statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
     return log

@@ -1,14 +1,17 @@
-"""Pure ASGI middleware: request id, URL limit, Server-Timing, and a last-resort 500 problem."""
+"""Pure ASGI middleware: request id, URL limit, deadline, Server-Timing, metrics, log line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
-from service.errors import ServiceError, UriTooLong
+from service.errors import ServiceError, Unavailable, UriTooLong
+from service.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUEST_STATEMENTS
 from service.timing import RequestStats, current_stats
 
 logger = logging.getLogger("service.requests")
@@ -16,11 +19,12 @@ _REQUEST_ID_MAX = 128
 
 
 class RequestContextMiddleware:
-    """Wraps every HTTP request: stats in a context variable, headers on the way out."""
+    """Wraps every HTTP request: stats in a context variable, headers and records on the way out."""
 
-    def __init__(self, app: ASGIApp, *, max_url_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_url_bytes: int, deadline_seconds: float) -> None:
         self.app = app
         self.max_url_bytes = max_url_bytes
+        self.deadline_seconds = deadline_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,12 +33,12 @@ class RequestContextMiddleware:
         stats = RequestStats()
         token = current_stats.set(stats)
         request_id = _request_id(scope)
-        started = False
+        response = _ResponseState()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                response.started = True
+                response.status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"server-timing", stats.server_timing().encode()))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -43,26 +47,67 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        IN_FLIGHT.inc()
         try:
-            url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
-                scope["query_string"]
-            )
-            if url_bytes > self.max_url_bytes:
-                error: ServiceError = UriTooLong(
-                    f"the URL is longer than {self.max_url_bytes} bytes"
-                )
-                await problem_response(error)(scope, receive, send_with_headers)
-                return
-            await self.app(scope, receive, send_with_headers)
+            await self._guarded(scope, receive, send_with_headers, request_id, response)
+        finally:
+            IN_FLIGHT.dec()
+            current_stats.reset(token)
+            self._record(scope, stats, response.status, request_id)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, response: _ResponseState
+    ) -> None:
+        url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
+            scope["query_string"]
+        )
+        if url_bytes > self.max_url_bytes:
+            error: ServiceError = UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
+            await problem_response(error)(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                await self.app(scope, receive, send)
+        except TimeoutError:
+            if response.started:
+                raise
+            late = Unavailable(f"the request took longer than {self.deadline_seconds:g} s")
+            await problem_response(late)(scope, receive, send)
         except Exception:
             logger.exception("unhandled error", extra={"request_id": request_id})
-            if started:
+            if response.started:
                 raise
             await problem_response(ServiceError("an unexpected error occurred"))(
-                scope, receive, send_with_headers
+                scope, receive, send
             )
-        finally:
-            current_stats.reset(token)
+
+    @staticmethod
+    def _record(scope: Scope, stats: RequestStats, status: int, request_id: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        seconds = time.perf_counter() - stats.started
+        REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(seconds)
+        REQUEST_STATEMENTS.labels(template).observe(stats.queries)
+        logger.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "route": template,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "queries": stats.queries,
+                "cache": stats.cache,
+                "request_id": request_id,
+            },
+        )
+
+
+class _ResponseState:
+    __slots__ = ("started", "status")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.status = 500
 
 
 def _request_id(scope: Scope) -> str:

@@ -6,6 +6,8 @@ import logging
 import time
 from enum import Enum
 
+from service.metrics import CACHE_CIRCUIT_OPEN
+
 logger = logging.getLogger("service.cache")
 
 
@@ -41,6 +43,7 @@ class Circuit:
         self._retry_at = time.monotonic() + self.retry_seconds
         if self.state is State.CLOSED:
             self.state = State.OPEN
+            CACHE_CIRCUIT_OPEN.set(1)
             self.trips += 1
             logger.warning(
                 "%s cache unavailable (%s): serving from the database until it recovers",
@@ -52,4 +55,5 @@ class Circuit:
         self._probing = False
         if self.state is State.OPEN:
             self.state = State.CLOSED
+            CACHE_CIRCUIT_OPEN.set(0)
             logger.warning("%s cache recovered: epoch bumped, caching again", self.name)

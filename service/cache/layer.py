@@ -19,6 +19,7 @@ from service.cache.backend import (
 )
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
+from service.metrics import CACHE_REQUESTS
 from service.settings import Settings
 
 logger = logging.getLogger("service.cache")
@@ -111,6 +112,7 @@ class ResponseCache:
 
     def _count(self, served: Served) -> Served:
         self.counts[served.outcome] += 1
+        CACHE_REQUESTS.labels(served.outcome.value).inc()
         return served
 
 

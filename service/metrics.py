@@ -1,0 +1,48 @@
+"""Prometheus metrics; several workers share them through the multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+REQUEST_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "Time from request to the last byte of the response",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REQUEST_STATEMENTS = Histogram(
+    "http_request_sql_statements",
+    "SQL statements run per request",
+    ["route"],
+    buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50),
+)
+IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being served", multiprocess_mode="livesum")
+CACHE_REQUESTS = Counter("cache_requests_total", "Cache outcomes", ["outcome"])
+CACHE_CIRCUIT_OPEN = Gauge(
+    "cache_circuit_open", "1 while the shared cache's circuit is open", multiprocess_mode="max"
+)
+POOL_SIZE = Gauge("db_pool_size", "Connections the pool keeps", multiprocess_mode="livesum")
+POOL_CHECKED_OUT = Gauge("db_pool_checked_out", "Connections in use", multiprocess_mode="livesum")
+POOL_OVERFLOW = Gauge(
+    "db_pool_overflow", "Connections beyond the pool size", multiprocess_mode="livesum"
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text: every worker's series when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
