@@ -41,3 +41,5 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    for chatty in ("httpx", "httpcore"):  # a line per client request would drown the report
+        logging.getLogger(chatty).setLevel(logging.WARNING)

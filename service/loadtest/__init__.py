@@ -1,0 +1,1 @@
+"""`service loadtest`: an httpx load generator with weighted scenarios and a latency report."""
