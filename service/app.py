@@ -48,7 +48,12 @@ def make_services(settings: Settings) -> Services:
     engine = make_engine(settings)
     db = Database(engine, make_sessionmaker(engine, settings))
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
-    reader = Reader(db, CursorCodec(secret), max_embedded_rows=settings.max_embedded_rows)
+    reader = Reader(
+        db,
+        CursorCodec(secret),
+        max_embedded_rows=settings.max_embedded_rows,
+        loader=settings.loader,
+    )
     allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
     cache = ResponseCache(make_backend(settings), wait_seconds=settings.cache_wait_seconds)
     writer = Writer(db, reader, PasswordHasher(settings), cache)

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from service.errors import NotFound
 from service.query.canonical import binding, list_params, to_query_string
 from service.query.cursor import CursorCodec
 from service.query.plan import Condition, ListQuery, Plan
-from service.render import render_items, render_list, sort_values
-from service.repository import Database, exists, list_page
+from service.render import render_items, render_list
+from service.repository import Database, Page, exists, list_page
 from service.timing import stage
 
 
 class Reader:
     """Turns validated queries into response bodies; the cache wraps these calls."""
 
-    def __init__(self, db: Database, codec: CursorCodec, *, max_embedded_rows: int) -> None:
+    def __init__(
+        self, db: Database, codec: CursorCodec, *, max_embedded_rows: int, loader: str = "columns"
+    ) -> None:
         self.db = db
         self.codec = codec
         self.max_embedded_rows = max_embedded_rows
+        self.loader = loader
+
+    async def load(self, session: AsyncSession, query: ListQuery) -> Page:
+        """The page and its includes, within the embedded-rows bound."""
+        return await list_page(
+            session,
+            query,
+            dialect=self.db.dialect,
+            loader=self.loader,
+            max_embedded=self.max_embedded_rows,
+        )
 
     async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:
         """A page of a list or sub-collection; a missing parent is a 404."""
@@ -27,33 +42,25 @@ class Reader:
             ):
                 raise not_found(query.scope.parent, query.scope.parent_id)
             with stage("query"):
-                page = await list_page(session, query, dialect=self.db.dialect)
+                page = await self.load(session, query)
         with stage("render"):
             next_cursor = next_link = None
-            if page.has_more and page.rows:
-                next_cursor = self.codec.encode(
-                    sort_values(page.rows[-1], query), binding=binding(query)
-                )
+            if page.has_more and page.last_sort_values is not None:
+                next_cursor = self.codec.encode(page.last_sort_values, binding=binding(query))
                 params = [*list_params(query), ("cursor", next_cursor)]
                 next_link = f"{base_path}?{to_query_string(params)}"
-            return render_list(
-                page,
-                query,
-                next_cursor=next_cursor,
-                next_link=next_link,
-                max_embedded=self.max_embedded_rows,
-            )
+            return render_list(page, query, next_cursor=next_cursor, next_link=next_link)
 
     async def item_body(self, plan: Plan, identifier: int) -> bytes:
         by_id = Condition(plan.resource, (), "id", "eq", identifier)
         query = ListQuery(plan=plan, filters=(by_id,), limit=1)
         async with self.db.session() as session:
             with stage("query"):
-                page = await list_page(session, query, dialect=self.db.dialect)
-        if not page.rows:
+                page = await self.load(session, query)
+        if not page.items:
             raise not_found(plan.resource, identifier)
         with stage("render"):
-            return render_items(page.rows, plan, single=True, max_embedded=self.max_embedded_rows)
+            return render_items(page.items, single=True)
 
 
 def not_found(resource: str, identifier: int) -> NotFound:

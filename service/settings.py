@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=30.0, gt=0)  # the whole request's deadline
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)  # draining in-flight requests
     pgbouncer: bool = False  # asyncpg behind PgBouncer in transaction mode: no named statements
+    # How pages load: `columns` (Core rows into dicts) or `orm` (entities via selectinload).
+    loader: Literal["columns", "orm"] = "columns"
     log_level: str = "INFO"
 
     @field_validator("api_tokens", mode="before")

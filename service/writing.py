@@ -14,7 +14,7 @@ from service.passwords import PasswordHasher
 from service.query.plan import Condition, ListQuery, Plan
 from service.reading import Reader, not_found
 from service.render import render_items
-from service.repository import Database, list_page
+from service.repository import Database
 from service.repository.writes import (
     clear_links,
     delete_row,
@@ -123,17 +123,12 @@ class Writer:
     async def _read_back(
         self, session: AsyncSession, plan: Plan, ids: list[int], *, single: bool
     ) -> bytes:
-        by_id = Condition(plan.resource, (), "id", "in", tuple(ids))
-        query = ListQuery(plan=plan, filters=(by_id,), limit=len(ids))
-        page = await list_page(session, query, dialect=self.db.dialect)
-        rows = {row.id: row for row in page.rows}
+        wanted = Condition(plan.resource, (), "id", "in", tuple(ids))
+        query = ListQuery(plan=plan, filters=(wanted,), limit=len(ids))
+        page = await self.reader.load(session, query)
+        by_id = dict(zip(page.ids, page.items, strict=True))
         with stage("render"):
-            return render_items(
-                [rows[i] for i in ids],
-                plan,
-                single=single,
-                max_embedded=self.reader.max_embedded_rows,
-            )
+            return render_items([by_id[i] for i in ids], single=single)
 
     async def _explain_clash(
         self,

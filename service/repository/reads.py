@@ -1,40 +1,56 @@
-"""Reads: a page of rows with their includes, counts and estimates, existence checks."""
+"""Reads: a page with its includes (through a loader), counts and estimates, existence checks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.query.options import build_count_select, build_estimate, build_list_select
+from service.query.options import build_count_select, build_estimate
 from service.query.params import Count
 from service.query.plan import ListQuery
+from service.query.values import Scalar
+from service.repository.loaders import LOADERS, EmbeddedBudget, Item
 from service.resources import RESOURCES
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    rows: Sequence[Any]
+    items: list[Item]
+    ids: list[int]
     has_more: bool
+    last_sort_values: tuple[Scalar | None, ...] | None = None
     total: int | None = None
     estimated: bool = False
 
 
-async def list_page(session: AsyncSession, query: ListQuery, *, dialect: str) -> Page:
+async def list_page(
+    session: AsyncSession,
+    query: ListQuery,
+    *,
+    dialect: str,
+    loader: str = "columns",
+    max_embedded: int = 10_000,
+) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
-    rows = (await session.scalars(build_list_select(query))).all()
-    page = Page(rows=rows[: query.limit], has_more=len(rows) > query.limit)
+    loaded = await LOADERS[loader](session, query, EmbeddedBudget(max_embedded))
+    total, estimated = await _count(session, query, dialect=dialect)
+    return Page(
+        loaded.items, loaded.ids, loaded.has_more, loaded.last_sort_values, total, estimated
+    )
+
+
+async def _count(
+    session: AsyncSession, query: ListQuery, *, dialect: str
+) -> tuple[int | None, bool]:
     if query.count is Count.NONE:
-        return page
+        return None, False
     if query.count is Count.ESTIMATED and dialect == "postgresql":
         plan = await session.scalar(build_estimate(query))
-        estimate = int(plan[0]["Plan"]["Plan Rows"])
-        return replace(page, total=estimate, estimated=True)
-    total = int(await session.scalar(build_count_select(query)) or 0)
-    return replace(page, total=total, estimated=False)
+        return int(plan[0]["Plan"]["Plan Rows"]), True
+    return int(await session.scalar(build_count_select(query)) or 0), False
 
 
 async def exists(session: AsyncSession, resource_name: str, identifier: int) -> bool:

@@ -1,0 +1,46 @@
+"""Plan -> Core SELECTs of plain columns: the same SQL selectinload would run, without entities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam, select
+
+from service.query.options import keyset_condition, order_term, where_clause
+from service.query.plan import ListQuery, Plan
+from service.resources import RESOURCES
+
+PARENT_IDS = "parent_ids"
+
+
+def table_of(resource_name: str) -> Table:
+    table: Table = RESOURCES[resource_name].model.__table__  # type: ignore[assignment]
+    return table
+
+
+def build_page_select(query: ListQuery) -> Select[Any]:
+    """The page's own columns (`plan.load`), filtered, ordered, one row past the limit."""
+    resource = RESOURCES[query.resource]
+    table = table_of(query.resource)
+    statement = select(*(table.c[name] for name in query.plan.load)).where(*where_clause(query))
+    if query.after is not None:
+        model = resource.model
+        statement = statement.where(keyset_condition(resource, model, query.sort, query.after))
+    order = [order_term(resource, resource.model, key) for key in query.sort]
+    return statement.order_by(*order).limit(query.limit + 1)
+
+
+def build_children_select(parent: str, relation: str, child: Plan) -> Select[Any]:
+    """`SELECT junction.owner, target.<load> FROM junction JOIN target ... WHERE owner IN (...)`,
+    ordered by the target's id: one statement for every parent of the level."""
+    relationship = RESOURCES[parent].relationship(relation)
+    assert relationship is not None
+    junction = relationship.junction
+    target = table_of(child.resource)
+    owner = junction.c[relationship.local_key]
+    return (
+        select(owner, *(target.c[name] for name in child.load))
+        .select_from(junction.join(target, target.c.id == junction.c[relationship.remote_key]))
+        .where(owner.in_(bindparam(PARENT_IDS, expanding=True)))
+        .order_by(target.c.id)
+    )

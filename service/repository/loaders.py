@@ -1,0 +1,129 @@
+"""Two ways to load a page with its includes, equal in SQL and in output.
+
+`columns` (the default) runs Core SELECTs of the planned columns and builds the response
+dicts straight from the rows. `orm` runs the same statements through `select(Model)` with
+`load_only` and `selectinload` options, then reads the entities; it is the reference the
+columns loader is tested against, and costs more CPU per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import InvalidParameter
+from service.query.columns import PARENT_IDS, build_children_select, build_page_select
+from service.query.options import build_list_select
+from service.query.plan import ListQuery, Plan
+from service.query.values import Scalar
+
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    items: list[Item]  # exactly the planned keys, relationships embedded
+    ids: list[int]  # the items' ids, in order (an item holds `id` only if it was asked for)
+    has_more: bool
+    last_sort_values: tuple[Scalar | None, ...] | None  # for the next page's cursor
+
+
+class EmbeddedBudget:
+    """Counts embedded rows; past the limit the client is sent to the sub-collection endpoint."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.limit = limit
+
+    def take(self, count: int, owner: str, relation: str) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise InvalidParameter(
+                "include",
+                f"the response would embed more than {self.limit} rows; page through "
+                f"/{owner}/{{id}}/{relation} instead",
+            )
+
+
+async def load_columns(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
+    """1 statement for the page, then 1 per include level that has parent rows."""
+    plan = query.plan
+    rows = (await session.execute(build_page_select(query))).all()
+    has_more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    items: list[Item] = []
+    parents: dict[int, tuple[list[Item], int]] = {}
+    id_at = plan.load.index("id")
+    picks = [(name, plan.load.index(name)) for name in plan.output]
+    for row in rows:
+        item = {name: row[at] for name, at in picks}
+        items.append(item)
+        parents[row[id_at]] = ([item], 1)
+    last = None
+    if rows:
+        positions = [plan.load.index(key.name) for key in query.sort]
+        last = tuple(rows[-1][i] for i in positions)
+    await _attach_children(session, plan, parents, budget)
+    return Loaded(items, list(parents), has_more, last)
+
+
+async def _attach_children(
+    session: AsyncSession,
+    plan: Plan,
+    parents: dict[int, tuple[list[Item], int]],
+    budget: EmbeddedBudget,
+) -> None:
+    """Fill each parent's relationship lists; a child shared by parents is built once.
+
+    `parents` maps an id to the dicts that stand for it and how many times they appear
+    in the response (the weight), so the budget counts rows as rendered.
+    """
+    for relation, child in plan.children:
+        for same, _ in parents.values():
+            for item in same:
+                item[relation] = []
+        if not parents:
+            continue
+        statement = build_children_select(plan.resource, relation, child)
+        result = await session.execute(statement, {PARENT_IDS: list(parents)})
+        children: dict[int, tuple[list[Item], int]] = {}
+        id_at = child.load.index("id") + 1
+        picks = [(name, child.load.index(name) + 1) for name in child.output]
+        for row in result:
+            owner_items, weight = parents[row[0]]
+            budget.take(weight, plan.resource, relation)
+            child_id = row[id_at]
+            known = children.get(child_id)
+            if known is None:
+                item = {name: row[at] for name, at in picks}
+                known = ([item], 0)
+            children[child_id] = (known[0], known[1] + weight)
+            for owner in owner_items:
+                owner[relation].append(known[0][0])
+        await _attach_children(session, child, children, budget)
+
+
+async def load_entities(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
+    """The same page through ORM entities (`load_only` + `selectinload`, lazy loads raise)."""
+    rows = (await session.scalars(build_list_select(query))).all()
+    page = rows[: query.limit]
+    items = [to_item(row, query.plan, budget) for row in page]
+    last = tuple(getattr(page[-1], key.name) for key in query.sort) if page else None
+    return Loaded(items, [row.id for row in page], len(rows) > query.limit, last)
+
+
+def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> Item:
+    item = {name: getattr(row, name) for name in plan.output}
+    for relation, child in plan.children:
+        related: Sequence[Any] = getattr(row, relation)
+        budget.take(len(related), plan.resource, relation)
+        item[relation] = [to_item(other, child, budget) for other in related]
+    return item
+
+
+LOADERS = {"columns": load_columns, "orm": load_entities}
