@@ -25,7 +25,7 @@ from service.logs import configure_logging
 from service.openapi import component_schemas
 from service.passwords import PasswordHasher
 from service.query.cursor import CursorCodec
-from service.query.options import allow_large_selectin_batches
+from service.query.options import allow_large_selectin_batches, configure_case_folding
 from service.query.plan import Limits
 from service.reading import Reader
 from service.repository import Database
@@ -55,6 +55,7 @@ def make_services(settings: Settings) -> Services:
         loader=settings.loader,
     )
     allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
+    configure_case_folding(settings.postgres_fold_collation)
     cache = ResponseCache(make_backend(settings), wait_seconds=settings.cache_wait_seconds)
     writer = Writer(db, reader, PasswordHasher(settings), cache)
     return Services(

@@ -44,6 +44,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         # PgBouncer in transaction mode hands each transaction any server connection:
         # no statement cache, and prepared statement names unique per process and call.
         connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = _unique_statement_name
     engine = create_async_engine(
         settings.database_url,

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     pool_pre_ping: bool = True
     statement_timeout_ms: int = Field(default=5000, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    # Collation for case-insensitive matching on PostgreSQL; "default" if built without ICU.
+    postgres_fold_collation: str = "und-x-icu"
 
     # Reading limits.
     default_limit: int = Field(default=50, ge=1)

@@ -46,8 +46,9 @@ class FoldCase(ColumnElement[str]):
     """Unicode lower-casing on both backends.
 
     On PostgreSQL the text columns are COLLATE "C", whose lower() folds ASCII only, so
-    the fold runs under the database's default collation; SQLite's lower() is replaced
-    by Python's on connect (service.db).
+    the fold runs under ICU's root collation (`POSTGRES_FOLD_COLLATION`), which folds like
+    Python whatever locale the database was created with; SQLite's lower() is replaced by
+    Python's on connect (service.db).
     """
 
     inherit_cache = True
@@ -62,9 +63,18 @@ def _compile_fold(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
     return f"lower({compiler.process(element.column, **kw)})"
 
 
+FOLD_COLLATION = {"postgresql": "und-x-icu"}
+
+
+def configure_case_folding(collation: str) -> None:
+    """The PostgreSQL collation whose lower() matches Python's str.lower (ICU's root locale)."""
+    FOLD_COLLATION["postgresql"] = collation
+
+
 @compiles(FoldCase, "postgresql")
 def _compile_fold_postgresql(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
-    return f'lower({compiler.process(element.column, **kw)} COLLATE "default")'
+    collation = FOLD_COLLATION["postgresql"].replace('"', "")
+    return f'lower({compiler.process(element.column, **kw)} COLLATE "{collation}")'
 
 
 class Explain(Executable, ClauseElement):
