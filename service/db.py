@@ -21,6 +21,9 @@ from service.settings import Settings
 from service.timing import current_stats
 
 UNCOUNTED = "uncounted"  # execution option: session plumbing, not a statement the request asked for
+WRITE = (
+    "write_transaction"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -108,6 +111,15 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
         # SQLite's lower() folds ASCII only; PostgreSQL folds all of Unicode. Use Python's
         # so case-insensitive filters match the same rows on both backends.
         dbapi_connection.create_function("lower", 1, _py_lower, deterministic=True)
+        # We issue BEGIN ourselves (below), so the driver must not.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A writer takes the write lock up front: a deferred transaction that reads and then
+        # writes can fail at once with SQLITE_BUSY, without waiting for busy_timeout.
+        mode = "BEGIN IMMEDIATE" if connection.get_execution_options().get(WRITE) else "BEGIN"
+        connection.exec_driver_sql(mode, execution_options={UNCOUNTED: True})
 
 
 def _unique_statement_name() -> str:

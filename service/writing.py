@@ -15,6 +15,7 @@ from service.query.plan import Condition, ListQuery, Plan
 from service.reading import Reader, not_found
 from service.render import render_items
 from service.repository import Database
+from service.repository.database import write_transaction
 from service.repository.writes import (
     clear_links,
     delete_row,
@@ -52,12 +53,13 @@ class Writer:
         resource = RESOURCES[resource_name]
         prefix: Pointer = _no_index if single else _index
         rows = [_attribute_values(resource, item) for item in items]
+        _same_keys(resource, rows)
         await self._hash_secrets(resource, rows)
         _check_unique_within(resource, rows, prefix)
         links = [_link_values(resource, item) for item in items]
         async with self.db.session() as session:
             try:
-                async with session.begin():
+                async with write_transaction(session):
                     await _check_targets_exist(session, resource, links, prefix)
                     with stage("write"):
                         ids = await insert_rows(session, resource, rows)
@@ -84,7 +86,7 @@ class Writer:
         link = _link_values(resource, patch)
         async with self.db.session() as session:
             try:
-                async with session.begin():
+                async with write_transaction(session):
                     if not await update_row(session, resource, identifier, values):
                         raise not_found(resource.name, identifier)
                     await _check_targets_exist(session, resource, [link], _no_index)
@@ -105,7 +107,7 @@ class Writer:
 
     async def delete(self, resource_name: str, identifier: int) -> None:
         resource = RESOURCES[resource_name]
-        async with self.db.session() as session, session.begin():
+        async with self.db.session() as session, write_transaction(session):
             if not await delete_row(session, resource, identifier):
                 raise not_found(resource.name, identifier)
         every_link = frozenset(r.junction.name for r in resource.relationships)
@@ -167,6 +169,14 @@ def _index(index: int) -> str:
 def _attribute_values(resource: Resource, item: BaseModel) -> dict[str, Any]:
     links = {r.ids_field for r in resource.relationships}
     return {k: v for k, v in item.model_dump(exclude_unset=True).items() if k not in links}
+
+
+def _same_keys(resource: Resource, rows: list[dict[str, Any]]) -> None:
+    """Give every row every writable column (NULL where not given): one INSERT, one column list."""
+    names = [a.name for a in (*resource.attributes, *resource.secrets) if a.writable]
+    for row in rows:
+        for name in names:
+            row.setdefault(name, None)
 
 
 def _link_values(resource: Resource, item: BaseModel) -> dict[str, list[int]]:

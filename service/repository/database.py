@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.db import WRITE
 from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
 
 
@@ -29,6 +30,14 @@ class Database:
             raise
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate_error(exc) from exc
+
+
+@asynccontextmanager
+async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """A transaction that will write: on SQLite it takes the write lock as it begins."""
+    async with session.begin():
+        await session.connection(execution_options={WRITE: True})
+        yield
 
 
 def translate_error(exc: BaseException) -> ServiceError:

@@ -19,11 +19,18 @@ def table_of(resource: Resource) -> Table:
 async def insert_rows(
     session: AsyncSession, resource: Resource, rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Multi-row INSERT ... RETURNING id, ids in the order of `rows`."""
+    """Multi-row INSERT ... RETURNING id, name; ids in the order of `rows`.
+
+    Rows come back in any order (SQLite promises none), so they are matched to the input by
+    the unique, required `name`; asking SQLAlchemy to sort them instead would cost one
+    INSERT per row on SQLite. Every row must hold the same keys: a multi-row INSERT has one
+    column list.
+    """
     table = table_of(resource)
-    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    statement = insert(table).returning(table.c.id, table.c.name)
     result = await session.execute(statement, rows)
-    return [int(identifier) for identifier in result.scalars()]
+    ids = {name: int(identifier) for identifier, name in result.all()}
+    return [ids[row["name"]] for row in rows]
 
 
 async def insert_links(
