@@ -6,10 +6,15 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
+import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
+from service.bench import add_suites
 from service.db import make_engine
+from service.logs import configure_logging
 from service.migrations import run_upgrade
 from service.seed import DEFAULT_SEED, SeedError, SeedReport, is_empty, seed
 from service.settings import Settings
@@ -26,9 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `service` console script and of `python -m service`."""
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     handler: Handler = args.handler
     return handler(args, settings)
 
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="service", description="Run, migrate and seed the service."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_migrate, _add_seed):
+    for add in (_add_serve, _add_migrate, _add_seed, _add_loadtest, _add_bench):
         add(commands)
     return parser
 
@@ -66,6 +69,21 @@ def _add_seed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--permissions", type=_count, default=60)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
     parser.set_defaults(handler=seed_command)
+
+
+def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.loadtest import command
+
+    parser = commands.add_parser("loadtest", help="drive a running server and report its speed")
+    command.add_arguments(parser)
+    parser.set_defaults(handler=lambda args, _settings: command.run(args))
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "bench", help="measure the service on a throwaway PostgreSQL database"
+    )
+    add_suites(parser)
 
 
 def _count(raw: str) -> int:
@@ -108,8 +126,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         # The zero-setup path: `make run` on a fresh checkout gives a working, populated API.
         run_upgrade(settings.database_url)
         asyncio.run(_seed_if_empty(settings))
+    _prepare_workers(settings, args.workers)
     shown_host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
     log.info("API docs at http://%s:%d/docs", shown_host, args.port)
+    if settings.api_tokens:
+        log.info("writes need Authorization: Bearer <one of API_TOKENS>")
     uvicorn.run(
         "service.app:app_factory",
         factory=True,
@@ -120,8 +141,30 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         loop="uvloop" if _importable("uvloop") else "auto",
         http="httptools" if _importable("httptools") else "auto",
         log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     return 0
+
+
+def _prepare_workers(settings: Settings, workers: int) -> None:
+    """What worker processes must share: the cursor secret, the metrics directory, the cache."""
+    if not settings.cursor_secret:
+        # One secret for every worker of this run, so a cursor works whichever worker answers.
+        os.environ["CURSOR_SECRET"] = secrets.token_urlsafe(32)
+        log.warning("CURSOR_SECRET is not set: cursors stay valid only until this server stops")
+    if workers <= 1:
+        return
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="service-metrics-")
+    if settings.cache_url.startswith("memory://"):
+        log.warning(
+            "CACHE_URL=memory:// is per process: with %d workers a write through one would "
+            "leave the others stale, so caching is off; set CACHE_URL=redis://... to share it",
+            workers,
+        )
+        os.environ["CACHE_URL"] = "none"
 
 
 async def _seed(
@@ -141,6 +184,8 @@ async def _seed_if_empty(settings: Settings) -> None:
     try:
         if await is_empty(engine):
             log.info("%s", await seed(engine, **DEMO_SIZES))
+    except SeedError:
+        log.info("demo data is already there")  # another process seeded it first
     finally:
         await engine.dispose()
 

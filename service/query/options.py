@@ -194,7 +194,25 @@ def keyset_condition(
         if beyond is not None:
             disjuncts.append(and_(*equal_so_far, beyond) if equal_so_far else beyond)
         equal_so_far.append(column.is_(None) if value is None else column == value)
-    return or_(*disjuncts) if disjuncts else false()
+    if not disjuncts:
+        return false()
+    return and_(or_(*disjuncts), *_leading_bound(resource, model, sort[0], after[0]))
+
+
+def _leading_bound(
+    resource: Resource, model: Any, key: SortKey, value: Scalar | None
+) -> list[ColumnElement[bool]]:
+    """A redundant range on the first key, so PostgreSQL can start the index scan at the
+    cursor instead of filtering every earlier row (the OR above hides the range from it).
+    Ascending nullable keys get none: their NULLs come last and no single range holds them."""
+    attribute = resource.attribute(key.name)
+    assert attribute is not None
+    if value is None:
+        return []
+    column = getattr(model, key.name)
+    if key.descending:
+        return [column <= value]  # NULLs sort first descending: they are all behind us
+    return [] if attribute.nullable else [column >= value]
 
 
 def _beyond(
