@@ -70,7 +70,8 @@ def body_model(resource_name: str, *, partial: bool) -> type[BaseModel]:
         default: Any = ... if required else None
         fields[attribute.name] = (annotation, Field(default, json_schema_extra=extra))
     for relationship in resource.relationships:
-        fields[relationship.ids_field] = (IdList | None, None)
+        # Absent means "leave as is"; an explicit null is refused (send [] to clear).
+        fields[relationship.ids_field] = (IdList, None)
     suffix = "Update" if partial else "Create"
     name = resource.name.capitalize()[:-1] + suffix
     config = ConfigDict(extra="forbid", strict=True, title=name)

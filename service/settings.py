@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -49,7 +50,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
-    hash_concurrency: int = Field(default=2, ge=1)  # threads hashing at once
+    # Threads hashing at once; by default one core stays free for the event loop.
+    hash_concurrency: int = Field(
+        default_factory=lambda: max(1, min(2, (os.cpu_count() or 2) - 1)), ge=1
+    )
 
     # The response cache.
     cache_ttl_seconds: float = Field(default=300.0, gt=0)
@@ -58,6 +62,7 @@ class Settings(BaseSettings):
     cache_prefix: str = "service"
     cache_timeout_seconds: float = Field(default=0.25, gt=0)  # per Redis call
     cache_retry_seconds: float = Field(default=5.0, gt=0)  # circuit cool-down
+    cache_failure_threshold: int = Field(default=3, ge=1)  # failures in a row that open it
     cache_wait_seconds: float = Field(default=5.0, gt=0)  # single-flight followers
     # Request classes never cached: any of list, item, related, count, private.
     cache_skip: Annotated[frozenset[str], NoDecode] = frozenset()

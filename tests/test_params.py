@@ -530,8 +530,6 @@ def test_any_encoded_input_parses_or_is_invalid_parameter(raw: bytes) -> None:
     _parses_or_is_invalid(raw, Endpoint.LIST)
 
 
-
-
 @pytest.mark.parametrize(
     "raw",
     [

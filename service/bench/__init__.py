@@ -16,9 +16,9 @@ from service.settings import Settings
 
 
 def add_suites(parser: argparse.ArgumentParser) -> None:
-    """Register every suite under `service bench`; `loading` and `writes` slot in beside."""
+    """Register every suite under `service bench`."""
     suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
-    for add in (_add_paging,):
+    for add in (_add_paging, _add_loading, _add_endpoints, _add_writes):
         add(suites)
 
 
@@ -74,6 +74,120 @@ def paging_command(args: argparse.Namespace, _settings: Settings) -> int:
         )
     except BenchError as error:
         print(f"service bench paging: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
+
+
+def _add_loading(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = suites.add_parser(
+        "loading",
+        help="users with their groups: lazy N+1, the eager strategies, the planner, the driver",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="also run on PostgreSQL: an admin URL to create the throwaway svc_bench_* "
+        "database from (SQLite, in a temporary file, always runs)",
+    )
+    parser.add_argument("--users", type=_positive, default=10_000)
+    parser.add_argument("--repeats", type=_positive, default=20, help="timed runs per case")
+    parser.set_defaults(handler=loading_command)
+
+
+def loading_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.loading import print_report, run_loading
+    from service.bench.paging import BenchError
+
+    try:
+        report = asyncio.run(
+            run_loading(database_url=args.database_url, users=args.users, repeats=args.repeats)
+        )
+    except BenchError as error:
+        print(f"service bench loading: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
+
+
+def _add_endpoints(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = suites.add_parser(
+        "endpoints",
+        help="the users page beside hand-written FastAPI, asyncpg, constant and Redis endpoints",
+    )
+    _add_admin_url(parser)
+    parser.add_argument("--seconds", type=_positive, default=10, help="per endpoint and round")
+    parser.add_argument("--connections", type=_positive, default=32)
+    parser.add_argument("--rounds", type=_positive, default=3)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--tool", choices=("auto", "wrk", "loadtest"), default="auto")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the service's servers only (what-if runs), repeatable",
+    )
+    parser.set_defaults(handler=endpoints_command)
+
+
+def endpoints_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.endpoints import print_report, run_endpoints
+    from service.bench.paging import BenchError
+
+    for name in ("httpx", "service.requests", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pairs = [item.partition("=") for item in args.service_env]
+    if any(not name or not equals for name, equals, _ in pairs):
+        print("service bench endpoints: --service-env takes NAME=VALUE", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            run_endpoints(
+                admin_url=args.admin_url,
+                seconds=args.seconds,
+                connections=args.connections,
+                rounds=args.rounds,
+                redis_url=args.redis_url,
+                tool=args.tool,
+                service_env=[(name, value) for name, _, value in pairs],
+            )
+        )
+    except BenchError as error:
+        print(f"service bench endpoints: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
+
+
+def _add_writes(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = suites.add_parser(
+        "writes", help="rows/s of one 1000-item POST batch against 1000 single POSTs"
+    )
+    _add_admin_url(parser)
+    parser.add_argument("--repeats", type=_positive, default=5, help="rounds of the three modes")
+    parser.add_argument("--batch", type=_positive, default=1000, help="rows per round and mode")
+    parser.add_argument("--concurrency", type=_positive, default=8, help="clients for singles")
+    parser.set_defaults(handler=writes_command)
+
+
+def writes_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.paging import BenchError
+    from service.bench.writes import print_report, run_writes
+
+    for name in ("httpx", "service.requests"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        report = asyncio.run(
+            run_writes(
+                admin_url=args.admin_url,
+                repeats=args.repeats,
+                batch=args.batch,
+                concurrency=args.concurrency,
+            )
+        )
+    except BenchError as error:
+        print(f"service bench writes: {error}", file=sys.stderr)
         return 1
     print_report(report)
     return 0

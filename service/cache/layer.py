@@ -134,5 +134,6 @@ def make_backend(settings: Settings) -> CacheBackend:
             timeout=settings.cache_timeout_seconds,
             retry_seconds=settings.cache_retry_seconds,
             ttl_seconds=settings.cache_ttl_seconds,
+            failure_threshold=settings.cache_failure_threshold,
         )
     raise ValueError(f"CACHE_URL must be memory://, redis://... or none, not {url!r}")

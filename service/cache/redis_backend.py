@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,26 +23,44 @@ T = TypeVar("T")
 class RedisBackend:
     """Versions live in Redis, so a write through any instance is seen by every instance.
 
-    A lookup is one MGET (epoch, the tables' versions, the entry). While the circuit is
-    open nothing is read from or written to Redis; closing it first bumps the epoch, so
-    nothing cached before or during an outage is served again.
+    A lookup is one MGET (epoch, the tables' versions, the entry). `failure_threshold`
+    failures in a row open the circuit (one slow answer under load does not); while it is
+    open nothing is read from or written to Redis, and a background task retries every
+    `retry_seconds`. If a version bump was lost meanwhile, the task's first success bumps
+    the epoch, so no instance serves anything cached before that write; then the circuit
+    closes. Requests never wait on that task.
     """
 
     name = "redis"
 
     def __init__(
-        self, url: str, *, prefix: str, timeout: float, retry_seconds: float, ttl_seconds: float
+        self,
+        url: str,
+        *,
+        prefix: str,
+        timeout: float,
+        retry_seconds: float,
+        ttl_seconds: float,
+        failure_threshold: int = 3,
     ) -> None:
-        self._client = redis.Redis.from_url(
+        # A blocking pool: a burst past max_connections waits (within the timeout) for a
+        # free connection instead of failing at once.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=64,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
-            max_connections=64,
         )
+        self._client = redis.Redis.from_pool(pool)  # the client owns the pool and closes it
         self._prefix = prefix
         self._timeout = timeout
         self._ttl = max(1, int(ttl_seconds))
+        self._threshold = failure_threshold
+        self._failures = 0
+        self._missed_bump = False
+        self._recovery: asyncio.Task[None] | None = None
         self.circuit = Circuit(retry_seconds=retry_seconds, name="redis")
         self._epoch_key = f"{prefix}:epoch"
 
@@ -51,48 +71,91 @@ class RedisBackend:
         return f"{self._prefix}:e:" + hashlib.blake2b(key.encode(), digest_size=20).hexdigest()
 
     async def lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Versions, Entry | None]:
-        await self._ready()
+        self._ready()
         keys = [self._epoch_key, *(self._version_key(t) for t in tables), self._entry_key(key)]
         values = await self._call(lambda: self._client.mget(keys))
+        if values[0] is None:
+            # A new or emptied Redis: start the epoch from the clock, so counters that
+            # climb back from zero can never again match an entry stored before.
+            epoch = int(time.time() * 1000)
+            await self._call(lambda: self._client.set(self._epoch_key, epoch, nx=True))
+            values = await self._call(lambda: self._client.mget(keys))
         versions = tuple(int(value or 0) for value in values[:-1])
         return versions, _decode(values[-1])
 
     async def store(self, key: str, entry: Entry) -> None:
-        await self._ready()
+        self._ready()
         value = _encode(entry)
         await self._call(lambda: self._client.set(self._entry_key(key), value, ex=self._ttl))
 
     async def bump(self, tables: frozenset[str]) -> None:
-        """One pipelined INCR per table; if it fails, the epoch bump on recovery covers it."""
-        await self._ready()
+        """One pipelined INCR per table; a lost bump is made good by an epoch bump later."""
+        try:
+            self._ready()
 
-        async def increment() -> object:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for table in sorted(tables):
-                    pipe.incr(self._version_key(table))
-                return await pipe.execute()
+            async def increment() -> object:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for table in sorted(tables):
+                        pipe.incr(self._version_key(table))
+                    return await pipe.execute()
 
-        await self._call(increment)
+            await self._call(increment)
+        except CacheUnavailable as exc:
+            # Entries computed before this write could match again: stop using Redis until
+            # the epoch bump that recovery makes first.
+            self._missed_bump = True
+            self.circuit.trip(exc)
+            self._start_recovery()
+            raise
 
     async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
         await self._client.aclose()
 
-    async def _ready(self) -> None:
-        """Raise CacheUnavailable while open; the first caller after the cool-down probes."""
+    def _ready(self) -> None:
+        """Raise CacheUnavailable while the circuit is open (and make sure recovery runs)."""
         if self.circuit.closed:
             return
-        if not self.circuit.may_probe():
-            raise CacheUnavailable("the redis circuit is open")
-        await self._call(lambda: self._client.incr(self._epoch_key))
-        self.circuit.close()
+        self._start_recovery()
+        raise CacheUnavailable("the redis circuit is open")
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self._timeout * 2):
-                return await operation()
+                result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
-            self.circuit.trip(exc)
+            self._failures += 1
+            if self._failures >= self._threshold:
+                self.circuit.trip(exc)
+                self._start_recovery()
             raise CacheUnavailable(str(exc)) from exc
+        self._failures = 0
+        return result
+
+    def _start_recovery(self) -> None:
+        if self.circuit.closed and not self._missed_bump:
+            return
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Until Redis answers: wait, then make good any lost bump and close the circuit."""
+        while not self.circuit.closed or self._missed_bump:
+            await asyncio.sleep(self.circuit.retry_seconds)
+            try:
+                async with asyncio.timeout(self._timeout * 2):
+                    if self._missed_bump:
+                        await self._client.incr(self._epoch_key)
+                    else:
+                        await self._client.ping()
+            except (RedisError, OSError, TimeoutError):
+                continue
+            self._missed_bump = False
+            self._failures = 0
+            self.circuit.close()
 
 
 def _encode(entry: Entry) -> bytes:
