@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib.util
 import logging
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 from service.bench import add_suites
 from service.db import make_engine
 from service.logs import configure_logging
+from service.metrics import reset_directory
 from service.migrations import run_upgrade
 from service.seed import DEFAULT_SEED, SeedError, SeedReport, is_empty, seed
 from service.settings import Settings
@@ -156,8 +159,13 @@ def _prepare_workers(settings: Settings, workers: int) -> None:
         log.warning("CURSOR_SECRET is not set: cursors stay valid only until this server stops")
     if workers <= 1:
         return
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="service-metrics-")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        reset_directory(directory)
+    else:
+        directory = tempfile.mkdtemp(prefix="service-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
     if settings.cache_url.startswith("memory://"):
         log.warning(
             "CACHE_URL=memory:// is per process: with %d workers a write through one would "

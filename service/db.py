@@ -57,6 +57,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping,
         connect_args=connect_args,
+        hide_parameters=True,  # values never reach exception text, hence never the logs
     )
     if settings.is_sqlite:
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)

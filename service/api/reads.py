@@ -18,9 +18,9 @@ from service.openapi import (
     problem_responses,
     shape_parameters,
 )
-from service.query.cursor import attach_cursor
-from service.query.params import Count, Endpoint, parse_query_string
-from service.query.plan import ListQuery, Scope, build_list_query, build_plan, plan_is_private
+from service.query.memo import plan_item, plan_list
+from service.query.params import Count
+from service.query.plan import ListQuery, Scope, plan_is_private
 from service.query.values import INT_MAX
 from service.resources import RESOURCES, Relationship, Resource
 from service.settings import Settings
@@ -42,13 +42,14 @@ def parse_list_query(
     request: Request, services: Services, caller: Caller, resource: str, scope: Scope | None = None
 ) -> ListQuery:
     with stage("plan"):
-        raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.LIST)
-        query = build_list_query(
-            resource, raw, private_ok=caller.authenticated, limits=services.limits, scope=scope
+        return plan_list(
+            resource,
+            request.scope["query_string"],
+            private_ok=caller.authenticated,
+            limits=services.limits,
+            scope=scope,
+            codec=services.reader.codec,
         )
-        if raw.cursor is not None:
-            query = attach_cursor(query, raw.cursor, services.reader.codec)
-    return query
 
 
 async def serve_list(
@@ -115,9 +116,11 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         request: Request, id: IdPath, services: ServicesDep, caller: ReadCallerDep
     ) -> Response:
         with stage("plan"):
-            raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.ITEM)
-            plan = build_plan(
-                resource.name, raw, private_ok=caller.authenticated, limits=services.limits
+            plan = plan_item(
+                resource.name,
+                request.scope["query_string"],
+                private_ok=caller.authenticated,
+                limits=services.limits,
             )
         path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{id}"
         classes = {"item", "private"} if plan_is_private(plan) else {"item"}

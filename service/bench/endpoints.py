@@ -159,6 +159,7 @@ async def run_endpoints(
     redis_url: str = DEFAULT_REDIS_URL,
     tool: str = "auto",
     service_env: Sequence[tuple[str, str]] = (),
+    warmup_seconds: int = WARMUP_SECONDS,
 ) -> EndpointsReport:
     """Seed, start the seven servers, check their data, drive them in rotated rounds."""
     if seconds < 1 or connections < 1 or rounds < 1:
@@ -190,7 +191,7 @@ async def run_endpoints(
                     load_before = os.getloadavg()[0]
                     phases = await drive(
                         servers, chosen, token=token, seconds=seconds,
-                        connections=connections, rounds=rounds,
+                        connections=connections, rounds=rounds, warmup_seconds=warmup_seconds,
                     )  # fmt: skip
                     load_after = os.getloadavg()[0]
                     warnings += [f"{s.name}: {line}" for s in servers.values() for line in _log(s)]
@@ -355,15 +356,17 @@ async def drive(
     seconds: int,
     connections: int,
     rounds: int,
+    warmup_seconds: int = WARMUP_SECONDS,
 ) -> list[Phase]:
     phases: list[Phase] = []
-    for _, server_name, extra in ENDPOINTS:  # warm-up, not recorded: caches, JIT-free paths
+    # A warm-up per endpoint, not recorded: pools filled, statements prepared, caches full.
+    for _, server_name, extra in ENDPOINTS if warmup_seconds > 0 else ():
         headers = (("Authorization", f"Bearer {token}"), *extra)
         base = servers[server_name].base
         if tool == "wrk":
-            await load_with_wrk("warm-up", 0, base + PATH, headers, WARMUP_SECONDS, connections)
+            await load_with_wrk("warm-up", 0, base + PATH, headers, warmup_seconds, connections)
         else:
-            await load_with_runner("warm-up", 0, base, headers, WARMUP_SECONDS, connections)
+            await load_with_runner("warm-up", 0, base, headers, warmup_seconds, connections)
     for number in range(1, rounds + 1):
         shift = (number - 1) % len(ENDPOINTS)
         for name, server_name, extra in ENDPOINTS[shift:] + ENDPOINTS[:shift]:

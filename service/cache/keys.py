@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from service.query.canonical import list_params, shape_params, to_query_string
 from service.query.plan import ListQuery, Plan, plan_is_private
 from service.resources import RESOURCES
 
 
-def plan_tables(plan: Plan) -> set[str]:
+@lru_cache(maxsize=4096)
+def plan_tables(plan: Plan) -> frozenset[str]:
     """The primary table, and the junction and target tables of every include."""
     resource = RESOURCES[plan.resource]
     tables = {resource.table}
@@ -16,12 +19,13 @@ def plan_tables(plan: Plan) -> set[str]:
         assert relationship is not None
         tables.add(relationship.junction.name)
         tables |= plan_tables(child)
-    return tables
+    return frozenset(tables)
 
 
+@lru_cache(maxsize=4096)
 def query_tables(query: ListQuery) -> tuple[str, ...]:
     """Every table a list response depends on, filters and sub-collection scope included."""
-    tables = plan_tables(query.plan)
+    tables = set(plan_tables(query.plan))
     for condition in query.filters:
         resource = RESOURCES[condition.resource]
         for name in condition.path:
@@ -37,6 +41,7 @@ def query_tables(query: ListQuery) -> tuple[str, ...]:
     return tuple(sorted(tables))
 
 
+@lru_cache(maxsize=4096)
 def list_key(query: ListQuery, *, path: str, access: str) -> str:
     """The canonical request, plus the caller's access class when the response is private."""
     params = list_params(query)
@@ -46,6 +51,7 @@ def list_key(query: ListQuery, *, path: str, access: str) -> str:
     return f"{key}|{access}" if query.private else key
 
 
+@lru_cache(maxsize=4096)
 def item_key(plan: Plan, *, path: str, access: str) -> str:
     key = f"{path}?{to_query_string(shape_params(plan))}"
     return f"{key}|{access}" if plan_is_private(plan) else key

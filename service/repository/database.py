@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db import WRITE
 from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
+
+logger = logging.getLogger("service.database")
 
 
 class Database:
@@ -29,7 +32,9 @@ class Database:
         except ServiceError:
             raise
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise translate_error(exc) from exc
+            error = translate_error(exc)
+            _log_failure(exc, error)
+            raise error from exc
 
 
 @asynccontextmanager
@@ -38,6 +43,21 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     async with session.begin():
         await session.connection(execution_options={WRITE: True})
         yield
+
+
+def _log_failure(exc: BaseException, error: ServiceError) -> None:
+    """Say what failed without saying what was in it: class names and SQLSTATE, no text
+    (drivers quote values, which may be private data)."""
+    cause = getattr(exc, "orig", None)
+    logger.warning(
+        "database failure answered as %d",
+        error.status,
+        extra={
+            "error": type(exc).__name__,
+            "driver_error": type(cause).__name__ if cause is not None else None,
+            "sqlstate": getattr(cause, "sqlstate", None),
+        },
+    )
 
 
 def translate_error(exc: BaseException) -> ServiceError:

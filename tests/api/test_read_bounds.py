@@ -1,4 +1,4 @@
-"""Reads on databases made for the test: hashes stay in, big pages stay 1 + k, embeds are bounded."""
+"""Reads on databases made for the test: hashes stay in, big pages stay 1 + k, embeds bounded."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""Plans memoized by the raw request: parsing and planning run once per distinct query string."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from service.query.cursor import CursorCodec, attach_cursor
+from service.query.params import Endpoint, parse_query_string
+from service.query.plan import Limits, ListQuery, Plan, Scope, build_list_query, build_plan
+
+# Every argument is hashable and the functions are pure; invalid requests raise and are
+# not remembered. Bounded, so a client cycling through distinct cursors cannot grow it.
+_SIZE = 4096
+
+
+@lru_cache(maxsize=_SIZE)
+def plan_list(
+    resource: str,
+    query_string: bytes,
+    *,
+    private_ok: bool,
+    limits: Limits,
+    scope: Scope | None,
+    codec: CursorCodec,
+) -> ListQuery:
+    raw = parse_query_string(query_string, endpoint=Endpoint.LIST)
+    query = build_list_query(resource, raw, private_ok=private_ok, limits=limits, scope=scope)
+    if raw.cursor is not None:
+        query = attach_cursor(query, raw.cursor, codec)
+    return query
+
+
+@lru_cache(maxsize=_SIZE)
+def plan_item(resource: str, query_string: bytes, *, private_ok: bool, limits: Limits) -> Plan:
+    raw = parse_query_string(query_string, endpoint=Endpoint.ITEM)
+    return build_plan(resource, raw, private_ok=private_ok, limits=limits)
