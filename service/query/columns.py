@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy import ARRAY, Integer, Select, Table, any_, bindparam, select
 
 from service.query.options import keyset_condition, order_term, where_clause
 from service.query.plan import ListQuery, Plan
@@ -30,9 +30,16 @@ def build_page_select(query: ListQuery) -> Select[Any]:
     return statement.order_by(*order).limit(query.limit + 1)
 
 
-def build_children_select(parent: str, relation: str, child: Plan) -> Select[Any]:
+def build_children_select(
+    parent: str, relation: str, child: Plan, *, array_parameter: bool = False
+) -> Select[Any]:
     """`SELECT junction.owner, target.<load> FROM junction JOIN target ... WHERE owner IN (...)`,
-    ordered by the target's id: one statement for every parent of the level."""
+    ordered by the target's id: one statement for every parent of the level.
+
+    With `array_parameter` (PostgreSQL) the keys travel as one array, `owner = ANY($1)`: the
+    SQL text then no longer depends on how many parents there are, so the driver prepares
+    it once instead of once per distinct count.
+    """
     relationship = RESOURCES[parent].relationship(relation)
     assert relationship is not None
     junction = relationship.junction
@@ -41,6 +48,10 @@ def build_children_select(parent: str, relation: str, child: Plan) -> Select[Any
     return (
         select(owner, *(target.c[name] for name in child.load))
         .select_from(junction.join(target, target.c.id == junction.c[relationship.remote_key]))
-        .where(owner.in_(bindparam(PARENT_IDS, expanding=True)))
+        .where(
+            owner == any_(bindparam(PARENT_IDS, type_=ARRAY(Integer)))
+            if array_parameter
+            else owner.in_(bindparam(PARENT_IDS, expanding=True))
+        )
         .order_by(target.c.id)
     )

@@ -89,7 +89,8 @@ async def _attach_children(
                 item[relation] = []
         if not parents:
             continue
-        statement = build_children_select(plan.resource, relation, child)
+        array = session.get_bind().dialect.name == "postgresql"
+        statement = build_children_select(plan.resource, relation, child, array_parameter=array)
         result = await session.execute(statement, {PARENT_IDS: list(parents)})
         children: dict[int, tuple[list[Item], int]] = {}
         id_at = child.load.index("id") + 1
