@@ -62,7 +62,10 @@ def test_both_loaders_give_identical_bodies(seeded_url: str) -> None:
             }
             assert counts["columns"]
             assert counts["orm"]
-            assert counts["columns"].group(1) == counts["orm"].group(1), url
+            # SQLAlchemy skips a level whose parents found nothing; the columns loader runs it.
+            expected = 1 + len(include)
+            assert int(counts["columns"].group(1)) == expected, url
+            assert int(counts["orm"].group(1)) <= expected, url
 
         try:
             check()

@@ -67,8 +67,7 @@ async def test_list_runs_one_statement_per_include_level(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["data"], "the seeded data must fill the first page"
-    expected = 1 + levels_with_rows(body, shape)
-    assert expected == 1 + len(shape) or limit == 1  # full pages always reach every level
+    expected = 1 + len(shape)  # every level runs, even one whose parents found nothing
     assert len(statements.selects()) == expected
     assert len(statements) == expected
     assert server_timing_queries(response) == expected
