@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.deps import Services
 from service.api.docs import install_docs
+from service.api.fastpath import CacheFastPath
 from service.api.health import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     for resource in RESOURCES.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
+    app.add_middleware(CacheFastPath)  # inside the request context: timed, counted, logged
     app.add_middleware(
         RequestContextMiddleware,
         max_url_bytes=settings.max_url_bytes,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from service.query.params import OPERATORS, Path
-from service.resources import RESOURCES, AttrType, Resource
+from service.query.values import INT_MAX, INT_MIN
+from service.resources import RESOURCES, Attribute, AttrType, Resource
 from service.settings import Settings
 
 Schema = dict[str, Any]
@@ -38,6 +40,43 @@ PROBLEM_SCHEMA: Schema = {
             },
         },
     },
+}
+
+
+NO_NUL = "^[^\\u0000]*$"  # strings holding NUL are refused (400 in a query, 422 in a body)
+_TIMESTAMP = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    "(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _header(description: str, schema: Schema | None = None) -> Schema:
+    return {"description": description, "required": True, "schema": schema or {"type": "string"}}
+
+
+# What the request middleware adds to every response, errors included.
+COMMON_HEADERS: dict[str, Schema] = {
+    "Server-Timing": _header('Stages and `db;dur=<ms>;desc="<n> queries"`, then a total'),
+    "X-Request-ID": _header("The caller's X-Request-ID (printable ASCII, <= 128) or a new one"),
+}
+CACHED_HEADERS: dict[str, Schema] = {
+    **COMMON_HEADERS,
+    "ETag": _header("Strong validator of the body"),
+    "X-Cache": _header(
+        "How the cache served it", {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}
+    ),
+    "Cache-Control": _header(
+        "Revalidate every time", {"type": "string", "const": "private, no-cache"}
+    ),
+    "Vary": _header("Responses differ by caller", {"type": "string", "const": "Authorization"}),
+}
+_ERROR_HEADERS: dict[int, dict[str, Schema]] = {
+    401: {
+        "WWW-Authenticate": _header(
+            "The bearer challenge", {"type": "string", "pattern": "^Bearer "}
+        )
+    },
+    503: {"Retry-After": _header("Seconds to wait", {"type": "string", "pattern": "^[0-9]+$"})},
 }
 
 
@@ -138,25 +177,63 @@ def _query(name: str, description: str, schema: Schema | None = None) -> Schema:
     }
 
 
+def _one_of(names: list[str]) -> str:
+    return "(?:" + "|".join(re.escape(name) for name in names) + ")"
+
+
+def name_list_schema(names: list[str], *, signed: bool = False) -> Schema:
+    """A comma-separated list of `names` (each optionally `-`-prefixed when `signed`)."""
+    item = ("-?" if signed else "") + _one_of(names)
+    return {"type": "string", "pattern": f"^{item}(?:,{item})*$"}
+
+
+def _attribute_names(resource: Resource) -> list[str]:
+    return [a.name for a in resource.attributes]
+
+
 def shape_parameters(resource: Resource, settings: Settings) -> list[Schema]:
     """`fields`, `include` and one `fields[path]` per includable path."""
     paths = include_paths(resource, settings.max_include_depth)
+    dotted_paths = [".".join(p) for p in paths]
     parameters = [
-        _query("fields", f"Comma-separated attributes of {resource.name}: {_names(resource)}."),
+        _query(
+            "fields",
+            f"Comma-separated attributes of {resource.name}: {_names(resource)}. "
+            "Private attributes without a token are a 403.",
+            name_list_schema(_attribute_names(resource)),
+        ),
         _query(
             "include",
             "Comma-separated relationship paths to embed, dotted for nesting: "
-            + ", ".join(f"`{'.'.join(p)}`" for p in paths)
-            + ".",
+            + ", ".join(f"`{p}`" for p in dotted_paths)
+            + f". At most {settings.max_include_paths} paths counting implied parents, and at "
+            f"most {settings.max_embedded_rows} embedded rows in one response (400 above it).",
+            name_list_schema(dotted_paths),
         ),
     ]
-    for path in paths:
+    for path, dotted in zip(paths, dotted_paths, strict=True):
         target = _resource_at(resource, path)
-        dotted = ".".join(path)
         parameters.append(
-            _query(f"fields[{dotted}]", f"Attributes of the included `{dotted}`: {_names(target)}.")
+            _query(
+                f"fields[{dotted}]",
+                f"Attributes of the included `{dotted}`: {_names(target)}. "
+                f"Only with `include` naming `{dotted}` (or a path below it); else a 400.",
+                name_list_schema(_attribute_names(target)),
+            )
         )
     return parameters
+
+
+def filter_schema(attribute: Attribute) -> Schema:
+    """What `filter[name]` (the `eq` operator) accepts for an attribute of this type."""
+    if attribute.type is AttrType.INTEGER:
+        return {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}
+    if attribute.type is AttrType.DATETIME:
+        return {"type": "string", "format": "date-time", "pattern": _TIMESTAMP}
+    schema: Schema = {"type": "string", "pattern": NO_NUL}
+    if attribute.max_length is not None:
+        schema["maxLength"] = attribute.max_length * 4
+    return schema
 
 
 def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
@@ -169,14 +246,18 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
                 f"filter[{attribute.name}]",
                 f"Rows whose `{attribute.name}` equals the value. Other operators: "
                 f"`filter[{attribute.name}][op]` with op one of {operators}; relationship paths "
-                f"filter by existence, e.g. `filter[{resource.relationships[0].name}.id]`.",
+                f"filter by existence, e.g. `filter[{resource.relationships[0].name}.id]`. "
+                f"At most {settings.max_filters} filters.",
+                filter_schema(attribute),
             )
         )
     sortable = ", ".join(f"`{a.name}`" for a in resource.attributes)
     parameters += [
         _query(
             "sort",
-            f"Comma-separated sort keys, `-` for descending, from {sortable}; `id` breaks ties.",
+            f"Comma-separated sort keys, `-` for descending, from {sortable}; `id` breaks ties. "
+            "Naming a key both ascending and descending is a 400.",
+            name_list_schema(_attribute_names(resource), signed=True),
         ),
         _query(
             "limit",
@@ -185,7 +266,9 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
         ),
         _query(
             "cursor",
-            "Opaque cursor from `meta.next_cursor`; valid only with the same sort and filters.",
+            "Opaque cursor from `meta.next_cursor`; valid only with the same sort and filters "
+            "(any other value is a 400).",
+            {"type": "string", "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"},
         ),
         _query(
             "count",
@@ -204,39 +287,87 @@ def _resource_at(resource: Resource, path: Path) -> Resource:
     return resource
 
 
+ALWAYS = (414, 503)  # the middleware's URL limit and deadline apply to every route
+REASONS = {
+    400: "Bad parameter",
+    401: "Missing or invalid bearer token",
+    403: "Private attribute without a token",
+    404: "Not found",
+    409: "Unique clash (naming the field, and the index in a batch)",
+    413: "Body too large",
+    414: "URL too long",
+    415: "Body is not JSON",
+    422: "Invalid body (JSON pointers in `errors`)",
+    503: "Database or pool cannot serve in time (see Retry-After)",
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, Schema]:
-    reasons = {
-        400: "Bad parameter",
-        401: "Missing or invalid bearer token",
-        403: "Private attribute without a token",
-        404: "Not found",
-        409: "Unique clash",
-        413: "Body too large",
-        414: "URL too long",
-        415: "Body is not JSON",
-        422: "Invalid body",
-        503: "Database or pool cannot serve in time (see Retry-After)",
-    }
+    """application/problem+json answers for `statuses`, plus 414 and 503, which any route gives."""
     return {
         status: {
-            "description": reasons[status],
+            "description": REASONS[status],
+            "headers": {**COMMON_HEADERS, **_ERROR_HEADERS.get(status, {})},
             "content": {
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             },
         }
-        for status in statuses
+        for status in sorted({*statuses, *ALWAYS})
     }
 
 
-def ok_response(schema_name: str, description: str) -> dict[int | str, Schema]:
+def ok_response(
+    schema_name: str,
+    description: str,
+    *,
+    status: int = 200,
+    headers: dict[str, Schema] | None = None,
+) -> dict[int | str, Schema]:
     return {
-        200: {
+        status: {
             "description": description,
+            "headers": headers or COMMON_HEADERS,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
             },
         }
     }
+
+
+def cached_responses(schema_name: str, description: str) -> dict[int | str, Schema]:
+    """A GET's 200 (through the response cache) and its 304."""
+    return {
+        **ok_response(schema_name, description, headers=CACHED_HEADERS),
+        304: {
+            "description": "Not modified: If-None-Match matched the ETag; no body",
+            "headers": CACHED_HEADERS,
+        },
+    }
+
+
+def no_content(description: str) -> dict[int | str, Schema]:
+    return {204: {"description": description, "headers": COMMON_HEADERS}}
+
+
+def item_links(resource: Resource, id_at: str) -> dict[str, Schema]:
+    """OpenAPI links from a response naming one row to what can be done with that row."""
+    name = resource.name
+    links: dict[str, Schema] = {
+        f"get_{name}": {"operationId": f"get_{name}", "parameters": {"id": id_at}},
+        f"update_{name}": {"operationId": f"update_{name}", "parameters": {"id": id_at}},
+        f"delete_{name}": {"operationId": f"delete_{name}", "parameters": {"id": id_at}},
+    }
+    for relationship in resource.relationships:
+        operation = f"list_{name}_{relationship.name}"
+        links[operation] = {"operationId": operation, "parameters": {"id": id_at}}
+    return links
+
+
+def with_links(
+    responses: dict[int | str, Schema], status: int, links: dict[str, Schema]
+) -> dict[int | str, Schema]:
+    responses[status] = {**responses[status], "links": links}
+    return responses
 
 
 def body_schemas() -> dict[str, Schema]:
@@ -247,10 +378,29 @@ def body_schemas() -> dict[str, Schema]:
     for resource in RESOURCES.values():
         for partial in (False, True):
             model = body_model(resource.name, partial=partial)
-            schemas[model.__name__] = model.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas[model.__name__] = _refuse_nul(schema)
     return schemas
+
+
+def _refuse_nul(schema: Schema) -> Schema:
+    """Every string in a body refuses NUL characters, as the models do."""
+    out: Schema = {}
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            out[key] = _refuse_nul(value)
+        elif isinstance(value, list):
+            out[key] = [_refuse_nul(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    if out.get("type") == "string":
+        if "pattern" in out:
+            # pydantic's regex engine (Rust) counts U+0085 as `\s`; ECMA-262 does not.
+            out["pattern"] = str(out["pattern"]).replace("\\s", "\\s\\u0085")
+            out["not"] = {"pattern": "\\u0000"}
+        else:
+            out["pattern"] = NO_NUL
+    return out
 
 
 def create_body(resource: Resource, settings: Settings) -> Schema:
@@ -281,10 +431,17 @@ def update_body(resource: Resource) -> Schema:
 
 
 def created_response(resource: Resource) -> dict[int | str, Schema]:
+    """201 with one row (and a Location) or a batch; links follow a single row's `data.id`."""
     name = item_schema_name(resource)
+    location = {
+        "description": f"`/{resource.name}/{{id}}` of a single created row (not for a batch)",
+        "required": False,
+        "schema": {"type": "string"},
+    }
     return {
         201: {
-            "description": "Created; shaped by `fields` and `include`",
+            "description": "Created; shaped by `fields` and `include` (`id` is in the default)",
+            "headers": {**COMMON_HEADERS, "Location": location},
             "content": {
                 "application/json": {
                     "schema": {
@@ -295,5 +452,6 @@ def created_response(resource: Resource) -> dict[int | str, Schema]:
                     }
                 }
             },
+            "links": item_links(resource, "$response.body#/data/id"),
         }
     }

@@ -6,30 +6,36 @@ from fastapi import Request
 from starlette.responses import Response
 
 from service.api.deps import Services
+from service.api.targets import CacheTarget
 from service.cache import Served
 from service.cache.layer import Produce
 from service.timing import current_stats
 
 # Revalidate every time (the ETag makes that cheap) and never let a shared cache mix callers.
 CACHE_HEADERS = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
+# Where the fast path leaves a lookup that missed, so the routed request does not repeat it.
+LOOKUP_STATE = "cache_lookup"
 
 
 async def serve(
-    request: Request,
-    services: Services,
-    *,
-    key: str,
-    tables: tuple[str, ...],
-    produce: Produce,
-    classes: frozenset[str],
+    request: Request, services: Services, target: CacheTarget, *, produce: Produce
 ) -> Response:
     """Through the cache unless the request or the configuration says otherwise."""
     cache = services.cache
-    if classes & services.settings.cache_skip:
+    if target.classes & services.settings.cache_skip:
         served = await cache.bypass(produce)
     else:
-        refresh = _asks_no_cache(request)
-        served = await cache.fetch(key, tables, produce, refresh=refresh)
+        refresh = asks_no_cache(request.headers.get("cache-control"))
+        looked_up = request.scope.get("state", {}).get(LOOKUP_STATE)
+        if looked_up is not None and looked_up[0] != target.key:
+            looked_up = None
+        served = await cache.fetch(
+            target.key,
+            target.tables,
+            produce,
+            refresh=refresh,
+            looked_up=None if looked_up is None else looked_up[1],
+        )
     return respond(request, served)
 
 
@@ -38,19 +44,19 @@ def respond(request: Request, served: Served) -> Response:
     if stats is not None:
         stats.cache = served.outcome.value
     headers = {**CACHE_HEADERS, "ETag": served.etag}
-    if _matches(request.headers.get("if-none-match"), served.etag):
+    if etag_matches(request.headers.get("if-none-match"), served.etag):
         return Response(status_code=304, headers=headers)
     return Response(served.body, media_type="application/json", headers=headers)
 
 
-def _asks_no_cache(request: Request) -> bool:
-    directives = request.headers.get("cache-control", "").lower()
+def asks_no_cache(cache_control: str | None) -> bool:
+    directives = (cache_control or "").lower()
     return any(
         part.strip() in ("no-cache", "no-store", "max-age=0") for part in directives.split(",")
     )
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 weak comparison: `*`, or any listed tag equal to ours ignoring `W/`."""
     if not if_none_match:
         return False

@@ -11,16 +11,29 @@ from starlette.responses import Response
 from service.api.deps import ServicesDep
 from service.errors import Unavailable
 from service.metrics import render_metrics
+from service.openapi import COMMON_HEADERS, problem_responses
 
 router = APIRouter(tags=["operations"])
-JSON = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _status(value: str) -> dict[str, object]:
+    schema = {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": value}},
+        "additionalProperties": False,
+    }
+    return {"application/json": {"schema": schema}}
 
 
 @router.get(
     "/healthz",
     summary="The process is up",
     response_class=Response,
-    responses={200: {"description": "Up", "content": JSON}},
+    responses={
+        200: {"description": "Up", "headers": COMMON_HEADERS, "content": _status("ok")},
+        **problem_responses(),
+    },
 )
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
@@ -31,8 +44,8 @@ async def healthz() -> Response:
     summary="The database answers",
     response_class=Response,
     responses={
-        200: {"description": "Ready", "content": JSON},
-        503: {"description": "The database is not reachable"},
+        200: {"description": "Ready", "headers": COMMON_HEADERS, "content": _status("ready")},
+        **problem_responses(),
     },
 )
 async def readyz(services: ServicesDep) -> Response:
@@ -49,7 +62,14 @@ async def readyz(services: ServicesDep) -> Response:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"description": "Exposition format", "content": {"text/plain": {}}}},
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "headers": COMMON_HEADERS,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(),
+    },
 )
 async def metrics() -> Response:
     body, content_type = render_metrics()

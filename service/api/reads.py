@@ -9,18 +9,19 @@ from starlette.responses import Response
 
 from service.api import caching
 from service.api.deps import ReadCallerDep, Services, ServicesDep
+from service.api.targets import item_target, list_target
 from service.auth import Caller
-from service.cache.keys import item_key, list_key, plan_tables, query_tables
 from service.openapi import (
+    cached_responses,
+    item_links,
     item_schema_name,
     list_parameters,
-    ok_response,
     problem_responses,
     shape_parameters,
+    with_links,
 )
 from service.query.memo import plan_item, plan_list
-from service.query.params import Count
-from service.query.plan import ListQuery, Scope, plan_is_private
+from service.query.plan import ListQuery, Scope
 from service.query.values import INT_MAX
 from service.resources import RESOURCES, Relationship, Resource
 from service.settings import Settings
@@ -28,10 +29,6 @@ from service.timing import stage
 
 IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
 READ_ERRORS = (400, 401, 403, 503)
-CACHED_HEADERS = {
-    "ETag": {"description": "Strong validator of the body", "schema": {"type": "string"}},
-    "X-Cache": {"description": "HIT, MISS or BYPASS", "schema": {"type": "string"}},
-}
 
 
 def json_response(body: bytes) -> Response:
@@ -57,26 +54,13 @@ async def serve_list(
 ) -> Response:
     """A page through the cache; `path` is canonical, so equal requests share an entry."""
     link_path = str(request.scope.get("root_path", "")) + path
-    classes = {kind}
-    if query.count is not Count.NONE:
-        classes.add("count")
-    if query.private:
-        classes.add("private")
+    target = list_target(query, path=link_path, access=caller.access_class, kind=kind)
     return await caching.serve(
         request,
         services,
-        key=list_key(query, path=link_path, access=caller.access_class),
-        tables=query_tables(query),
+        target,
         produce=lambda: services.reader.list_body(query, base_path=link_path),
-        classes=frozenset(classes),
     )
-
-
-def _ok(schema: str, description: str) -> dict[int | str, dict[str, object]]:
-    response = ok_response(schema, description)
-    response[200]["headers"] = CACHED_HEADERS
-    response[304] = {"description": "Not modified (If-None-Match matched the ETag)"}
-    return response
 
 
 def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
@@ -89,7 +73,11 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         summary=f"List {resource.name}",
         response_class=Response,
         responses={
-            **_ok(f"{schema}List", f"A page of {resource.name}"),
+            **with_links(
+                cached_responses(f"{schema}List", f"A page of {resource.name}"),
+                200,
+                item_links(resource, "$response.body#/data/0/id"),
+            ),
             **problem_responses(*READ_ERRORS),
         },
         openapi_extra={"parameters": list_parameters(resource, settings)},
@@ -106,7 +94,11 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         summary=f"Get one of {resource.name}",
         response_class=Response,
         responses={
-            **_ok(f"{schema}Item", f"One of {resource.name}"),
+            **with_links(
+                cached_responses(f"{schema}Item", f"One of {resource.name}"),
+                200,
+                item_links(resource, "$request.path.id"),
+            ),
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={"parameters": shape_parameters(resource, settings)},
@@ -123,14 +115,9 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
                 limits=services.limits,
             )
         path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{id}"
-        classes = {"item", "private"} if plan_is_private(plan) else {"item"}
+        target = item_target(plan, path=path, access=caller.access_class)
         return await caching.serve(
-            request,
-            services,
-            key=item_key(plan, path=path, access=caller.access_class),
-            tables=tuple(sorted(plan_tables(plan))),
-            produce=lambda: services.reader.item_body(plan, id),
-            classes=frozenset(classes),
+            request, services, target, produce=lambda: services.reader.item_body(plan, id)
         )
 
     for relationship in resource.relationships:
@@ -149,7 +136,11 @@ def _add_sub_collection(
         summary=f"List the {relationship.name} of one of {parent.name}",
         response_class=Response,
         responses={
-            **_ok(f"{schema}List", f"A page of {target.name}"),
+            **with_links(
+                cached_responses(f"{schema}List", f"A page of {target.name}"),
+                200,
+                item_links(target, "$response.body#/data/0/id"),
+            ),
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={"parameters": list_parameters(target, settings)},

@@ -13,11 +13,14 @@ from service.api.reads import json_response
 from service.openapi import (
     create_body,
     created_response,
+    item_links,
     item_schema_name,
+    no_content,
     ok_response,
     problem_responses,
     shape_parameters,
     update_body,
+    with_links,
 )
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Plan, build_plan
@@ -28,7 +31,7 @@ from service.settings import Settings
 from service.timing import stage
 
 IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
-WRITE_ERRORS = (400, 401, 403, 409, 413, 415, 422, 503)
+WRITE_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 
 
 def response_plan(request: Request, services: ServicesDep, resource: str) -> Plan:
@@ -74,7 +77,11 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
         summary=f"Change one of {resource.name}",
         response_class=Response,
         responses={
-            **ok_response(f"{schema}Item", "The changed row"),
+            **with_links(
+                ok_response(f"{schema}Item", "The changed row"),
+                200,
+                item_links(resource, "$request.path.id"),
+            ),
             **problem_responses(*WRITE_ERRORS, 404),
         },
         openapi_extra={
@@ -98,7 +105,7 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
         status_code=204,
         response_class=Response,
         responses={
-            204: {"description": "Deleted, with its links"},
+            **no_content("Deleted, with its links; no body"),
             **problem_responses(400, 401, 404, 503),
         },
         openapi_extra={"security": security},

@@ -39,6 +39,7 @@ class Served:
 
 
 Produce = Callable[[], Awaitable[bytes]]
+Lookup = tuple[Versions, Entry | None]
 
 
 class ResponseCache:
@@ -51,11 +52,20 @@ class ResponseCache:
         self._flights: dict[tuple[str, Versions], asyncio.Task[bytes]] = {}
 
     async def fetch(
-        self, key: str, tables: tuple[str, ...], produce: Produce, *, refresh: bool = False
+        self,
+        key: str,
+        tables: tuple[str, ...],
+        produce: Produce,
+        *,
+        refresh: bool = False,
+        looked_up: Lookup | None = None,
     ) -> Served:
-        """The response body for `key`; `refresh` skips the stored entry and replaces it."""
+        """The response body for `key`; `refresh` skips the stored entry and replaces it.
+
+        `looked_up` is this request's own earlier lookup of `key` (the fast path's miss).
+        """
         try:
-            versions, entry = await self.backend.lookup(key, tables)
+            versions, entry = looked_up or await self.backend.lookup(key, tables)
         except CacheUnavailable:
             return await self.bypass(produce)
         if refresh:
@@ -66,6 +76,14 @@ class ResponseCache:
             return self._count(Served(entry.body, entry.etag, Outcome.HIT))
         body = await self._single_flight(key, versions, produce)
         return self._count(Served(body, etag_of(body), Outcome.MISS))
+
+    async def hit(self, key: str, tables: tuple[str, ...]) -> tuple[Served | None, Lookup]:
+        """A current entry, or None and the lookup (for `fetch`); CacheUnavailable passes up."""
+        lookup = await self.backend.lookup(key, tables)
+        versions, entry = lookup
+        if entry is not None and entry.versions == versions:
+            return self._count(Served(entry.body, entry.etag, Outcome.HIT)), lookup
+        return None, lookup
 
     async def tables_changed(self, tables: frozenset[str]) -> None:
         """Called after a write commits, before its response is sent."""
