@@ -16,10 +16,33 @@ from service.settings import Settings
 
 
 def add_suites(parser: argparse.ArgumentParser) -> None:
-    """Register every suite under `service bench`."""
-    suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
-    for add in (_add_paging, _add_loading, _add_endpoints, _add_writes):
+    """Register every suite under `service bench`; with none named, `loading` runs."""
+    suites = parser.add_subparsers(dest="suite", required=False, metavar="SUITE")
+    for add in (_add_loading, _add_paging, _add_endpoints, _add_writes, _add_cache):
         add(suites)
+    parser.set_defaults(handler=default_command)
+
+
+def default_command(_args: argparse.Namespace, settings: Settings) -> int:
+    """`service bench` alone: the loading strategies on SQLite at the default size."""
+    defaults = argparse.Namespace(database_url=None, users=10_000, repeats=20)
+    return loading_command(defaults, settings)
+
+
+def _add_cache(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.bench.cache import add_arguments
+
+    parser = suites.add_parser(
+        "cache", help="a cached page beside a constant body of the same size (one uvicorn worker)"
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=cache_command)
+
+
+def cache_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.cache import run
+
+    return run(args)
 
 
 def _add_admin_url(parser: argparse.ArgumentParser) -> None:

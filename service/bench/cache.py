@@ -46,6 +46,7 @@ from sqlalchemy.pool import NullPool
 from starlette.responses import Response
 
 from service.app import create_app
+from service.bench.paging import BenchError, throwaway_database
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.seed import seed
@@ -60,10 +61,6 @@ GOAL = 0.70
 IDLE_SECONDS = 3  # the one-connection latency run, per endpoint
 STARTUP_SECONDS = 30.0
 MAX_REQUESTS = 5_000_000  # per phase, for the httpx loop; wrk is bounded by its duration
-
-
-class BenchError(Exception):
-    """The benchmark cannot run or its setup did not behave (wrong body, server gone)."""
 
 
 def make_bench_app() -> FastAPI:
@@ -155,7 +152,7 @@ async def run_cache_bench(
     cursor_secret = secrets.token_hex(16)
     token = secrets.token_hex(16)  # only so the app does not warn that writes are refused
     with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
-        async with throwaway_database(database_url, Path(workdir)) as url:
+        async with bench_database(database_url, Path(workdir)) as url:
             await prepare_database(url)
             body = await capture_body(url, cursor_secret=cursor_secret, token=token)
             constant_file = Path(workdir) / "constant.json"
@@ -196,26 +193,13 @@ async def run_cache_bench(
 
 
 @asynccontextmanager
-async def throwaway_database(admin_url: str | None, workdir: Path) -> AsyncIterator[str]:
+async def bench_database(admin_url: str | None, workdir: Path) -> AsyncIterator[str]:
     """A SQLite file in `workdir`, or a fresh svc_bench_* database beside a PostgreSQL URL."""
     if admin_url is None:
         yield f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
         return
-    url = make_url(admin_url)
-    if url.get_backend_name() != "postgresql":
-        raise BenchError("--database-url must be a PostgreSQL URL (the default is SQLite)")
-    name = DATABASE_PREFIX + secrets.token_hex(6)
-    admin = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with throwaway_database(admin_url) as url:
+        yield url
 
 
 async def prepare_database(url: str) -> None:
@@ -585,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m service.bench.cache",
         description="Cached GET beside a constant body of the same size, one uvicorn worker.",
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         default=None,
@@ -600,7 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=_positive, default=16)
     parser.add_argument("--rounds", type=_positive, default=3)
     parser.add_argument("--tool", choices=("auto", "wrk", "httpx"), default="auto")
-    return parser
 
 
 def _positive(raw: str) -> int:
@@ -611,7 +599,10 @@ def _positive(raw: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     failed = False
     for cache_url in args.cache_url or ["memory://"]:
         try:
