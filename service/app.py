@@ -116,6 +116,7 @@ def _add_components(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            _drop_impossible_422(schema)
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {}).update(component_schemas())
             components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -123,6 +124,17 @@ def _add_components(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _drop_impossible_422(schema: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for path parameters; here a bad id is a 400 problem instead,
+    and only a request body can give a 422."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
 
 
 def app_factory() -> FastAPI:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -43,7 +44,15 @@ def _annotation(attribute: Attribute, *, secret: bool) -> Any:
     return Annotated[str, constraints, AfterValidator(_no_nul)]
 
 
-IdList = Annotated[list[Annotated[int, Field(ge=1, le=INT_MAX)]], Field(max_length=MAX_IDS)]
+def _integral(value: object) -> object:
+    """JSON has one number type: 3.0 is the integer 3 (a fraction or a string stays an error)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=INT_MAX)]
+IdList = Annotated[list[Id], Field(max_length=MAX_IDS)]
 
 
 def writable_fields(resource: Resource) -> list[str]:

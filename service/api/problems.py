@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from service.errors import (
     ErrorItem,
@@ -63,6 +65,16 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
     return error
 
 
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this path, HEAD excluded."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
@@ -70,7 +82,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem_response(from_http_exception(exc), instance=request.url.path)
+        error = from_http_exception(exc)
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            error.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return problem_response(error, instance=request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -349,6 +349,9 @@ async def test_method_not_allowed_and_validation_errors_are_problems(
     response = await client.put("/users")
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"] == "GET, POST"
+    item = await client.put("/users/1")
+    assert item.headers["allow"] == "DELETE, GET, PATCH"
     response = await client.get("/users/not-a-number")
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
