@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from service.errors import (
@@ -67,12 +68,18 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     """Every method some route serves at this path, HEAD excluded."""
+    return sorted(_methods(app.router.routes, {**scope, "method": "GET"}) - {"HEAD"})
+
+
+def _methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
     methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"})
-        if match is not Match.NONE:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router wrapper
+        if included is not None:
+            methods |= _methods(included.routes, scope)
+        elif route.matches(scope)[0] is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods - {"HEAD"})
+    return methods
 
 
 def install_problem_handlers(app: FastAPI) -> None:
