@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # Reading limits.
     default_limit: int = Field(default=50, ge=1)
     max_limit: int = Field(default=500, ge=1)
-    max_include_depth: int = Field(default=3, ge=1)
+    max_include_depth: int = Field(default=3, ge=1, le=32)
     max_include_paths: int = Field(default=10, ge=1)
     max_filters: int = Field(default=20, ge=0)
     max_in_values: int = Field(default=100, ge=1)

@@ -46,7 +46,9 @@ class Picker:
         self._specs = scenario.requests
         self._weights = [spec.weight for spec in scenario.requests]
         self._counter = itertools.count()
-        self._prefix = f"{os.getpid() % 1296:02x}{seed % 36}"
+        # Fixed widths, so no two (process, worker) prefixes plus counters can spell the same
+        # token; "u" + 6 + counter stays within a 16-character name for 16M requests.
+        self._prefix = f"{os.getpid() % 4096:03x}{seed % 4096:03x}"
 
     def next(self) -> tuple[RequestSpec, dict[str, Any]]:
         spec = self._rng.choices(self._specs, weights=self._weights)[0]

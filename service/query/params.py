@@ -11,6 +11,7 @@ from service.errors import InvalidParameter, suggest
 
 Path = tuple[str, ...]
 
+MAX_PATH_NAMES = 32  # far past any configured depth; bounds the work on a hostile path
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "isnull")
 
 _KEY = re.compile(r"^([a-z_]+)((?:\[[^\[\]]*\])*)$")
@@ -73,7 +74,7 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
     count = Count.NONE
     for key, value in pairs:
         if key in seen:
-            raise InvalidParameter(key, f"parameter {key!r} is given more than once")
+            raise InvalidParameter(key, f"parameter {_shown(key)} is given more than once")
         seen.add(key)
         base, brackets = _split_key(key)
         family = base if not brackets else f"{base}[...]"
@@ -82,14 +83,14 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
         if base == "fields":
             path = _parse_bracket_path(key, brackets) if brackets else ()
             if path in fields:
-                raise InvalidParameter(key, f"fields for {key!r} are given more than once")
+                raise InvalidParameter(key, f"fields for {_shown(key)} are given more than once")
             fields[path] = parse_name_list(key, value)
         elif base == "include":
             include = parse_include(value)
         elif base == "filter":
             spec = _parse_filter(key, brackets, value)
             if any(f.path == spec.path and f.op == spec.op for f in filters):
-                raise InvalidParameter(key, f"filter {key!r} repeats another filter")
+                raise InvalidParameter(key, f"filter {_shown(key)} repeats another filter")
             filters.append(spec)
         elif base == "sort":
             sort = parse_sort(value)
@@ -132,11 +133,11 @@ def _split_key(key: str) -> tuple[str, tuple[str, ...]]:
 
 def _unknown_parameter(key: str, family: str, allowed: tuple[str, ...]) -> str:
     if family in _LIST_PARAMETERS:
-        return f"parameter {key!r} is not accepted here; this endpoint takes {', '.join(allowed)}"
+        return f"parameter {_shown(key)} is not accepted here; this endpoint takes {', '.join(allowed)}"
     if f"{family}[...]" in allowed:
         return f"{family} takes brackets: {family}[attribute]"
     bases = [name.removesuffix("[...]") for name in allowed]
-    return f"unknown parameter {key!r}{suggest(key.split('[')[0], bases)}"
+    return f"unknown parameter {_shown(key)}{suggest(key.split('[')[0], bases)}"
 
 
 def parse_name_list(parameter: str, value: str) -> tuple[str, ...]:
@@ -160,7 +161,7 @@ def parse_include(value: str) -> tuple[Path, ...]:
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        path = tuple(name.strip() for name in item.split("."))
+        path = _split_path("include", item)
         for name in path:
             if not name:
                 raise InvalidParameter("include", f"bad include path {item[:100]!r}")
@@ -171,10 +172,22 @@ def parse_include(value: str) -> tuple[Path, ...]:
     return tuple(sorted(paths))
 
 
+def _split_path(parameter: str, dotted: str) -> Path:
+    """'a.b' -> ('a', 'b'); refused past MAX_PATH_NAMES before any per-name work."""
+    if dotted.count(".") >= MAX_PATH_NAMES:
+        raise InvalidParameter(parameter, f"a path has at most {MAX_PATH_NAMES} names")
+    return tuple(name.strip() for name in dotted.split("."))
+
+
+def _shown(text: str) -> str:
+    """A client's text quoted in a problem, cut short: errors must not echo a whole URL."""
+    return repr(text[:100] + "…") if len(text) > 100 else repr(text)
+
+
 def _parse_bracket_path(key: str, brackets: tuple[str, ...]) -> Path:
     if len(brackets) != 1 or not brackets[0].strip():
-        raise InvalidParameter(key, f"expected fields[path], got {key!r}")
-    path = tuple(name.strip() for name in brackets[0].split("."))
+        raise InvalidParameter(key, f"expected fields[path], got {_shown(key)}")
+    path = _split_path(key, brackets[0])
     for name in path:
         _check_name(key, name)
     return path
@@ -183,9 +196,9 @@ def _parse_bracket_path(key: str, brackets: tuple[str, ...]) -> Path:
 def _parse_filter(key: str, brackets: tuple[str, ...], value: str) -> FilterSpec:
     if len(brackets) not in (1, 2) or not brackets[0].strip():
         raise InvalidParameter(
-            key, f"expected filter[attribute] or filter[attribute][op], got {key!r}"
+            key, f"expected filter[attribute] or filter[attribute][op], got {_shown(key)}"
         )
-    path = tuple(name.strip() for name in brackets[0].split("."))
+    path = _split_path(key, brackets[0])
     for name in path:
         _check_name(key, name)
     op = brackets[1].strip() if len(brackets) == 2 else "eq"

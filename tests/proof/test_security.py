@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -93,10 +93,9 @@ async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
             yield server, url
 
 
-def bearer(token: str) -> dict[str, str | bytes]:
-    """The header as a client would send it: UTF-8 bytes when the token is not ASCII."""
-    value = f"Bearer {token}"
-    return {"Authorization": value if value.isascii() else value.encode()}
+def bearer(token: str) -> dict[bytes, bytes]:
+    """The header as a client would send it: UTF-8 when the token is not ASCII."""
+    return {b"Authorization": f"Bearer {token}".encode()}
 
 
 def as_received(token: str) -> str:
@@ -119,11 +118,11 @@ class Session:
         *,
         caller: str = "anonymous",
         token: str | None = None,
-        headers: dict[str, str | bytes] | None = None,
+        headers: dict[bytes, bytes] | None = None,
         json: object = None,
         status: int | None = None,
     ) -> httpx.Response:
-        all_headers: dict[str, str | bytes] = dict(headers or {})
+        all_headers = dict(headers or {})
         if token is not None:
             all_headers.update(bearer(token))
         response = await self.http.request(method, url, headers=all_headers, json=json)
@@ -185,7 +184,7 @@ async def exercise(session: Session, known_email: str) -> list[int]:
         "GET",
         "/users",
         caller="wrong-token",
-        headers={"Authorization": f"Basic {basic}"},
+        headers={b"Authorization": f"Basic {basic}".encode()},
         status=401,
     )
     await send(
@@ -193,7 +192,7 @@ async def exercise(session: Session, known_email: str) -> list[int]:
         "GET",
         "/users",
         caller="wrong-token",
-        headers={"Authorization": TOKENS[0]},
+        headers={b"Authorization": TOKENS[0].encode()},
         status=401,
     )
     # Writes with passwords: accepted, refused for the token, refused for the body.
@@ -228,13 +227,14 @@ async def exercise(session: Session, known_email: str) -> list[int]:
         json={"password": SECOND_PASSWORD, "group_ids": [1]},
         status=200,
     )
-    for wrong in (None, WRONG_TOKENS[0], WRONG_TOKENS[1]):
+    callers: tuple[str | None, ...] = (None, WRONG_TOKENS[0], WRONG_TOKENS[1])
+    for presented in callers:
         await send(
             "password write without a valid token",
             "PATCH",
             f"/users/{ids[0]}",
-            caller="anonymous" if wrong is None else "wrong-token",
-            token=wrong,
+            caller="anonymous" if presented is None else "wrong-token",
+            token=presented,
             json={"password": REFUSED_PASSWORD},
             status=401,
         )
@@ -380,7 +380,7 @@ async def test_no_token_hash_password_or_private_value_escapes(
 
 def _timed_401s(base_url: str) -> dict[str, list[float]]:
     """Interleaved POSTs with no token, a wrong token and a near-miss; milliseconds each."""
-    kinds = {
+    kinds: dict[str, dict[bytes, bytes]] = {
         "missing": {},
         "wrong": bearer(WRONG_TOKENS[0]),
         "near-miss": bearer(WRONG_TOKENS[1]),
@@ -393,10 +393,12 @@ def _timed_401s(base_url: str) -> dict[str, list[float]]:
     with httpx.Client(base_url=base_url, timeout=10.0) as http:
         for kind in list(kinds) * 20:  # warm-up: connection, routes, the verifier
             http.post(
-                "/users", content=body, headers={**kinds[kind], "Content-Type": "application/json"}
+                "/users",
+                content=body,
+                headers={**kinds[kind], b"Content-Type": b"application/json"},
             )
         for kind in order:
-            headers = {**kinds[kind], "Content-Type": "application/json"}
+            headers = {**kinds[kind], b"Content-Type": b"application/json"}
             started = time.perf_counter()
             response = http.post("/users", content=body, headers=headers)
             timings[kind].append((time.perf_counter() - started) * 1000)

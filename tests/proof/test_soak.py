@@ -56,11 +56,12 @@ SOAK_CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "8"))
 SOAK_WORKERS = int(os.environ.get("SOAK_WORKERS", "1"))
 REDIS_URL = os.environ.get("SOAK_REDIS_URL", "redis://127.0.0.1:6379/0")
 # MB a minute over the second half. A process that keeps something per request grows with
-# the request count (hundreds a second here): a leak of 1 KiB a request is several MB/min.
-# The allocator's arenas and caches settling make a short run noisy, so the short run allows
-# more; the long run (SOAK_SECONDS >= 300) is held to 1 MB/min.
+# the request count (100-150 a second on a busy 2-core CI machine): a leak of 1 KiB a request
+# is 6-9 MB/min. In 30 s the allocator's arenas and the pools still settle in steps, so the
+# short run allows 5 MB/min (measured: +1.7 and +2.2); the long run (SOAK_SECONDS >= 300) is
+# held to 1 MB/min (measured over 300 s: +0.26).
 RSS_SLOPE_LIMIT = float(
-    os.environ.get("SOAK_RSS_SLOPE_LIMIT", "1.0" if SOAK_SECONDS >= 300 else "3.0")
+    os.environ.get("SOAK_RSS_SLOPE_LIMIT", "1.0" if SOAK_SECONDS >= 300 else "5.0")
 )
 POOL_SIZE, MAX_OVERFLOW = 10, 10
 WRITE_MARGIN = 0.010  # seconds around each logged write: the log's clock has ms resolution
@@ -401,7 +402,8 @@ async def test_a_mixed_soak_stays_correct_flat_and_fresh(
             f"by request: {load['by_request']}",
             f"RSS: {samples[0][1] / 1024:.1f} MB at start, {max(k for _, k in samples) / 1024:.1f} "
             f"MB peak, {samples[-1][1] / 1024:.1f} MB at end; slope over the second half "
-            f"{slope:+.2f} MB/min ({len(half)} samples; limit {RSS_SLOPE_LIMIT} MB/min)",
+            f"{slope:+.2f} MB/min ({len(half)} samples; limit {RSS_SLOPE_LIMIT} MB/min), "
+            f"{slope * 1024 * 1024 / 60 / load['requests_per_second']:+.0f} bytes a request",
             f"pool: db_pool_checked_out {checked_out:g} after the run; PostgreSQL sessions "
             f"{len(sessions)} (limit {(POOL_SIZE + MAX_OVERFLOW) * SOAK_WORKERS}), states {states}",
             f"freshness: {len(freshness.comparisons)} comparisons, {len(clean)} with no write "
