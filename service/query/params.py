@@ -133,7 +133,8 @@ def _split_key(key: str) -> tuple[str, tuple[str, ...]]:
 
 def _unknown_parameter(key: str, family: str, allowed: tuple[str, ...]) -> str:
     if family in _LIST_PARAMETERS:
-        return f"parameter {_shown(key)} is not accepted here; this endpoint takes {', '.join(allowed)}"
+        takes = ", ".join(allowed)
+        return f"parameter {_shown(key)} is not accepted here; this endpoint takes {takes}"
     if f"{family}[...]" in allowed:
         return f"{family} takes brackets: {family}[attribute]"
     bases = [name.removesuffix("[...]") for name in allowed]
