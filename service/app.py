@@ -47,7 +47,7 @@ Name the attributes you want with `fields`, embed relationships with `include`, 
 def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     engine = make_engine(settings)
-    db = Database(engine, make_sessionmaker(engine, settings))
+    db = Database(engine, make_sessionmaker(engine))
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(
         db,

@@ -61,6 +61,8 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
     if settings.is_sqlite:
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    elif engine.dialect.name == "postgresql" and settings.statement_timeout_ms > 0:
+        _limit_statements(engine.sync_engine, timeout_ms=settings.statement_timeout_ms)
     count_statements(engine.sync_engine)
     _watch_pool(engine.sync_engine)
     return engine
@@ -83,20 +85,18 @@ def _watch_pool(engine: Engine) -> None:
     POOL_SIZE.set(size)
 
 
-def make_sessionmaker(engine: AsyncEngine, settings: Settings) -> async_sessionmaker[AsyncSession]:
-    sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-    if engine.dialect.name == "postgresql" and settings.statement_timeout_ms > 0:
-        _limit_statements(sessions, timeout_ms=settings.statement_timeout_ms)
-    return sessions
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def _limit_statements(sessions: async_sessionmaker[AsyncSession], *, timeout_ms: int) -> None:
+def _limit_statements(engine: Engine, *, timeout_ms: int) -> None:
     """`SET LOCAL statement_timeout` as each transaction begins: it ends with the transaction,
-    so it holds behind PgBouncer in transaction mode, where session settings would leak."""
+    so it holds behind PgBouncer in transaction mode, where session settings would leak.
+    Listened for on this engine only: other engines in the process are left alone."""
     statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
 
-    @event.listens_for(sessions.class_.sync_session_class, "after_begin")
-    def _on_begin(_session: Any, _transaction: Any, connection: Connection) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql(statement, execution_options={UNCOUNTED: True})
 
 

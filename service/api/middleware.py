@@ -65,14 +65,29 @@ class RequestContextMiddleware:
             error: ServiceError = UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
             await problem_response(error)(scope, receive, send)
             return
+
+        # The handler runs in its own task so the deadline answers on time: cancelling it
+        # can take a while (a dead database connection is closed with its own timeout), and
+        # that cleanup must not hold the reply. A late send from it is dropped.
+        async def guarded_send(message: Message) -> None:
+            if not response.abandoned:
+                await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, receive, guarded_send))
         try:
             async with asyncio.timeout(self.deadline_seconds):
-                await self.app(scope, receive, send)
+                await asyncio.shield(handler)
         except TimeoutError:
+            response.abandoned = True
+            handler.cancel()
+            handler.add_done_callback(_forget)
             if response.started:
-                raise
+                return  # the client sees a cut-off response; nothing better can be sent now
             late = Unavailable(f"the request took longer than {self.deadline_seconds:g} s")
             await problem_response(late)(scope, receive, send)
+        except asyncio.CancelledError:
+            handler.cancel()
+            raise
         except Exception:
             logger.exception("unhandled error", extra={"request_id": request_id})
             if response.started:
@@ -103,11 +118,18 @@ class RequestContextMiddleware:
 
 
 class _ResponseState:
-    __slots__ = ("started", "status")
+    __slots__ = ("abandoned", "started", "status")
 
     def __init__(self) -> None:
         self.started = False
         self.status = 500
+        self.abandoned = False
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    """An abandoned handler's outcome is of no use any more; retrieve it so none is logged."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _request_id(scope: Scope) -> str:

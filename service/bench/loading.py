@@ -199,7 +199,7 @@ async def _run_cases(
     settings = _settings(url)
     engine = make_engine(settings)
     counter = StatementCounter(engine)
-    sessions = make_sessionmaker(engine, settings)
+    sessions = make_sessionmaker(engine)
     try:
         async with driver_strategy(url) as driver:
             runs = {**orm_strategies(sessions), "driver": driver.load}

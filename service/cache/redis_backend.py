@@ -145,14 +145,17 @@ class RedisBackend:
         """Until Redis answers: wait, then make good any lost bump and close the circuit."""
         while not self.circuit.closed or self._missed_bump:
             await asyncio.sleep(self.circuit.retry_seconds)
+            missed = self._missed_bump
             try:
                 async with asyncio.timeout(self._timeout * 2):
-                    if self._missed_bump:
+                    if missed:
                         await self._client.incr(self._epoch_key)
                     else:
                         await self._client.ping()
             except (RedisError, OSError, TimeoutError):
                 continue
+            if self._missed_bump and not missed:
+                continue  # a write lost its bump while we pinged: go round and bump the epoch
             self._missed_bump = False
             self._failures = 0
             self.circuit.close()
