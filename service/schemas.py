@@ -51,7 +51,7 @@ def _integral(value: object) -> object:
     return value
 
 
-Id = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=INT_MAX)]
+Id = Annotated[Annotated[int, Field(ge=1, le=INT_MAX)], BeforeValidator(_integral)]
 IdList = Annotated[list[Id], Field(max_length=MAX_IDS)]
 
 
