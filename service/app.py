@@ -21,7 +21,7 @@ from service.api.reads import make_read_router
 from service.api.writes import make_write_router
 from service.auth import TokenVerifier
 from service.cache import ResponseCache, make_backend
-from service.db import make_engine, make_sessionmaker
+from service.db import autocommit_reads, make_engine, make_sessionmaker
 from service.logs import configure_logging
 from service.openapi import component_schemas
 from service.passwords import PasswordHasher
@@ -47,7 +47,9 @@ Name the attributes you want with `fields`, embed relationships with `include`, 
 def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     engine = make_engine(settings)
-    db = Database(engine, make_sessionmaker(engine))
+    db = Database(
+        engine, make_sessionmaker(engine), autocommit_reads=autocommit_reads(engine, settings)
+    )
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(
         db,

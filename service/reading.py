@@ -36,7 +36,7 @@ class Reader:
 
     async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:
         """A page of a list or sub-collection; a missing parent is a 404."""
-        async with self.db.session() as session:
+        async with self.db.session(read_only=True) as session:
             if query.scope is not None and not await exists(
                 session, query.scope.parent, query.scope.parent_id
             ):
@@ -54,7 +54,7 @@ class Reader:
     async def item_body(self, plan: Plan, identifier: int) -> bytes:
         by_id = Condition(plan.resource, (), "id", "eq", identifier)
         query = ListQuery(plan=plan, filters=(by_id,), limit=1)
-        async with self.db.session() as session:
+        async with self.db.session(read_only=True) as session:
             with stage("query"):
                 page = await self.load(session, query)
         if not page.items:

@@ -51,7 +51,7 @@ async def healthz() -> Response:
 async def readyz(services: ServicesDep) -> Response:
     try:
         async with asyncio.timeout(services.settings.pool_timeout + 1):
-            async with services.db.session() as session:
+            async with services.db.session(read_only=True) as session:
                 await session.execute(text("SELECT 1"))
     except TimeoutError:
         raise Unavailable("the database did not answer in time") from None

@@ -18,16 +18,29 @@ logger = logging.getLogger("service.database")
 class Database:
     """The engine, its sessions, and the translation of driver failures."""
 
-    def __init__(self, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        autocommit_reads: bool = False,
+    ) -> None:
         self.engine = engine
         self.sessionmaker = sessionmaker
         self.dialect = engine.dialect.name
+        self.read_sessionmaker = sessionmaker
+        if autocommit_reads:
+            reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # same pool
+            self.read_sessionmaker = async_sessionmaker(
+                reads, expire_on_commit=False, autoflush=False
+            )
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
         """One session per request; any driver failure leaves as a ServiceError."""
+        sessions = self.read_sessionmaker if read_only else self.sessionmaker
         try:
-            async with self.sessionmaker() as session:
+            async with sessions() as session:
                 yield session
         except ServiceError:
             raise

@@ -113,12 +113,19 @@ async def test_without_the_pgbouncer_setting_prepared_statements_collide(
 ) -> None:
     database, _ = ops_db
     with pgbouncer(database) as bouncer:
+        # With a statement timeout the engine sends it as a startup parameter, which PgBouncer
+        # refuses outright (see the next test); without one, connections open and collide.
         client = await make_client(
-            bouncer.url(database), pgbouncer=False, cache_url="none", pool_size=10, max_overflow=5
+            bouncer.url(database),
+            pgbouncer=False,
+            cache_url="none",
+            pool_size=10,
+            max_overflow=5,
+            statement_timeout_ms=0,
         )
         suite = Suite(client)
         await suite.run()
-        causes = await driver_errors(bouncer.url(database))
+        causes = await driver_errors(bouncer.url(database), statement_timeout_ms=0)
     print(f"\nthrough pgbouncer (pgbouncer=False): {suite.total} requests, {dict(suite.statuses)}")
     for failure in suite.failures[:3]:
         print("  ", failure)
@@ -128,9 +135,23 @@ async def test_without_the_pgbouncer_setting_prepared_statements_collide(
     assert any("prepared statement" in cause for cause in causes), causes
 
 
-async def driver_errors(url: str) -> list[str]:
+@pytest.mark.slow
+async def test_without_the_pgbouncer_setting_a_statement_timeout_is_refused_at_connect(
+    ops_db: tuple[str, str],
+) -> None:
+    database, _ = ops_db
+    with pgbouncer(database) as bouncer:
+        causes = await driver_errors(bouncer.url(database), statement_timeout_ms=5000)
+    assert causes
+    assert all("unsupported startup parameter: statement_timeout" in c for c in causes), causes
+
+
+async def driver_errors(url: str, *, statement_timeout_ms: int) -> list[str]:
     """What the driver raises for the suite's kind of load on an engine without the setting."""
-    engine = make_engine(Settings(database_url=url, pgbouncer=False, pool_size=10))
+    settings = Settings(
+        database_url=url, pgbouncer=False, pool_size=10, statement_timeout_ms=statement_timeout_ms
+    )
+    engine = make_engine(settings)
     causes: list[str] = []
 
     async def one(number: int) -> None:
