@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 
 from service.bench import reference
+from service.bench.common import throwaway_database
 from service.bench.endpoints import (
     ENDPOINTS,
     PATH,
@@ -24,7 +25,6 @@ from service.bench.endpoints import (
     run_endpoints,
 )
 from service.bench.loading import STRATEGIES, run_loading
-from service.bench.paging import throwaway_database
 from service.bench.writes import MODES, run_writes
 from tests.conftest import POSTGRES_ADMIN_DSN
 

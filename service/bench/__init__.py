@@ -79,7 +79,8 @@ def _positive(raw: str) -> int:
 
 
 def paging_command(args: argparse.Namespace, _settings: Settings) -> int:
-    from service.bench.paging import BenchError, print_report, run_paging
+    from service.bench.common import BenchError
+    from service.bench.paging import print_report, run_paging
 
     # One INFO line per timed request (the client's and the service's) would bury the table.
     for name in ("httpx", "service.requests"):
@@ -119,8 +120,8 @@ def _add_loading(suites: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def loading_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.common import BenchError
     from service.bench.loading import print_report, run_loading
-    from service.bench.paging import BenchError
 
     try:
         report = asyncio.run(
@@ -155,8 +156,8 @@ def _add_endpoints(suites: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def endpoints_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.common import BenchError
     from service.bench.endpoints import print_report, run_endpoints
-    from service.bench.paging import BenchError
 
     for name in ("httpx", "service.requests", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -195,7 +196,7 @@ def _add_writes(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def writes_command(args: argparse.Namespace, _settings: Settings) -> int:
-    from service.bench.paging import BenchError
+    from service.bench.common import BenchError
     from service.bench.writes import print_report, run_writes
 
     for name in ("httpx", "service.requests"):

@@ -46,7 +46,7 @@ from sqlalchemy.pool import NullPool
 from starlette.responses import Response
 
 from service.app import create_app
-from service.bench.paging import BenchError, throwaway_database
+from service.bench.common import BenchError, capture_body, cpu_model, throwaway_database
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.seed import seed
@@ -154,7 +154,7 @@ async def run_cache_bench(
     with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         async with bench_database(database_url, Path(workdir)) as url:
             await prepare_database(url)
-            body = await capture_body(url, cursor_secret=cursor_secret, token=token)
+            body = await capture_body(url, CACHED_PATH, token=token, cursor_secret=cursor_secret)
             constant_file = Path(workdir) / "constant.json"
             _write(constant_file, body)
             env = {
@@ -209,23 +209,6 @@ async def prepare_database(url: str) -> None:
         await seed(engine, **SIZES)
     finally:
         await engine.dispose()
-
-
-async def capture_body(url: str, *, cursor_secret: str, token: str) -> bytes:
-    """The cached page's exact bytes, from a short-lived in-process app on the same data."""
-    settings = Settings(
-        database_url=url, cache_url="none", cursor_secret=cursor_secret, api_tokens=(token,)
-    )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-    ):
-        response = await client.get(CACHED_PATH)
-    if response.status_code != 200:
-        raise BenchError(f"GET {CACHED_PATH} answered {response.status_code}: {response.text}")
-    return response.content
 
 
 @asynccontextmanager
@@ -446,7 +429,7 @@ async def describe(url: str, cache_url: str, tool: str) -> tuple[tuple[str, str]
     finally:
         await engine.dispose()
     environment = [
-        ("CPU", f"{os.cpu_count()} x {_cpu_model()}"),
+        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
         ("Python", platform.python_version()),
         ("database", database),
     ]
@@ -480,16 +463,6 @@ def _choose_tool(tool: str) -> str:
     if tool == "wrk" and not shutil.which("wrk"):
         raise BenchError("wrk is not installed (apt-get install wrk), or use --tool httpx")
     return tool
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _free_port() -> int:

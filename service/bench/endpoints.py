@@ -36,9 +36,8 @@ import httpx
 import redis.asyncio as redis
 from sqlalchemy import text
 
-from service.app import create_app
-from service.bench.loading import cpu_model
-from service.bench.paging import DEFAULT_ADMIN_URL, BenchError, throwaway_database
+from service.bench.common import BenchError, capture_body, cpu_model, throwaway_database
+from service.bench.paging import DEFAULT_ADMIN_URL
 from service.bench.reference import (
     BODY_FILE_VARIABLE,
     DATABASE_URL_VARIABLE,
@@ -171,7 +170,7 @@ async def run_endpoints(
     with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         async with throwaway_database(admin_url or DEFAULT_ADMIN_URL) as url:
             await prepare_endpoints_database(url)
-            body = await capture_body(url, token=token, cursor_secret=cursor_secret)
+            body = await capture_body(url, PATH, token=token, cursor_secret=cursor_secret)
             body_file = Path(workdir) / "body.json"
             body_file.write_bytes(body)
             redis_key = f"{prefix}:reference-body"
@@ -229,23 +228,6 @@ async def prepare_endpoints_database(url: str) -> None:
             await autocommit.execute(text("VACUUM (ANALYZE)"))
     finally:
         await engine.dispose()
-
-
-async def capture_body(url: str, *, token: str, cursor_secret: str) -> bytes:
-    """The page's exact bytes from an in-process app with the servers' secret and data."""
-    settings = Settings(
-        database_url=url, cache_url="none", cursor_secret=cursor_secret, api_tokens=(token,)
-    )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-    ):
-        response = await client.get(PATH, headers={"Authorization": f"Bearer {token}"})
-    if response.status_code != 200:
-        raise BenchError(f"GET {PATH} answered {response.status_code}: {response.text}")
-    return response.content
 
 
 def server_commands(redis_url: str) -> dict[str, tuple[list[str], dict[str, str]]]:

@@ -31,7 +31,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import joinedload, lazyload, load_only, selectinload, subqueryload
 
-from service.bench.paging import BenchError, prepare_database, throwaway_database
+from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.paging import prepare_database
 from service.db import UNCOUNTED, make_engine, make_sessionmaker
 from service.migrations import run_upgrade
 from service.models import Group, User, user_group
@@ -376,16 +377,6 @@ async def _server_version(url: str) -> str:
             return str(await connection.scalar(text("SELECT sqlite_version()")))
     finally:
         await engine.dispose()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def report_rows(case: Case) -> list[tuple[str, ...]]:

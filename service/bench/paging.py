@@ -8,8 +8,7 @@ import platform
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -18,12 +17,11 @@ import httpx
 import sqlalchemy
 from fastapi import FastAPI
 from sqlalchemy import event, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from service.api.deps import Services
 from service.app import create_app
+from service.bench.common import BenchError, cpu_model, throwaway_database
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.query.canonical import binding
@@ -37,7 +35,6 @@ from service.seed import seed
 from service.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-DATABASE_PREFIX = "svc_bench_"
 PERMISSIONS = 100
 WARMUP_ROUNDS = 3
 # The two list shapes timed: plain columns, and one include (1 + 1 statements).
@@ -45,10 +42,6 @@ SHAPES = (
     ("fields=id,name", "fields=id,name"),
     ("include=groups", "fields=id,name&include=groups&fields[groups]=name"),
 )
-
-
-class BenchError(Exception):
-    """The benchmark cannot run as asked (bad sizes, not PostgreSQL, wrong rows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,27 +122,6 @@ async def run_paging(
         timings=timings,
         plans=plans,
     )
-
-
-@asynccontextmanager
-async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
-    """A fresh svc_bench_* database on the admin URL's server, dropped on the way out."""
-    url = make_url(admin_url)
-    if url.get_backend_name() != "postgresql":
-        raise BenchError(f"the benchmark needs PostgreSQL, not {url.get_backend_name()}")
-    name = DATABASE_PREFIX + secrets.token_hex(6)
-    admin = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            # FORCE: a connection left over by a failed run must not keep the database alive.
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 async def prepare_database(url: str, *, users: int) -> tuple[int, float]:
@@ -341,23 +313,12 @@ async def _environment(engine: AsyncEngine) -> tuple[tuple[str, str], ...]:
     async with engine.connect() as connection:
         server = str(await connection.scalar(text("SHOW server_version")))
     return (
-        ("CPU", f"{os.cpu_count()} x {_cpu_model()}"),
+        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
         ("Python", platform.python_version()),
         ("PostgreSQL", server),
         ("SQLAlchemy", sqlalchemy.__version__),
         ("asyncpg", version("asyncpg")),
     )
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def print_report(report: PagingReport) -> None:

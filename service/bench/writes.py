@@ -26,13 +26,8 @@ import sqlalchemy
 from sqlalchemy import text
 
 from service.app import create_app
-from service.bench.loading import cpu_model
-from service.bench.paging import (
-    DEFAULT_ADMIN_URL,
-    BenchError,
-    prepare_database,
-    throwaway_database,
-)
+from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.paging import DEFAULT_ADMIN_URL, prepare_database
 from service.settings import Settings
 
 MODES = ("batch", "single, sequential", "single, concurrent")

@@ -1,0 +1,72 @@
+"""What every benchmark suite shares: its error, a throwaway database, a page's bytes, the CPU."""
+
+from __future__ import annotations
+
+import platform
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from service.app import create_app
+from service.settings import Settings
+
+DATABASE_PREFIX = "svc_bench_"
+
+
+class BenchError(Exception):
+    """The benchmark cannot run as asked (bad sizes, not PostgreSQL, wrong rows, server gone)."""
+
+
+@asynccontextmanager
+async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
+    """A fresh svc_bench_* database on the admin URL's server, dropped on the way out."""
+    url = make_url(admin_url)
+    if url.get_backend_name() != "postgresql":
+        raise BenchError(f"the benchmark needs PostgreSQL, not {url.get_backend_name()}")
+    name = DATABASE_PREFIX + secrets.token_hex(6)
+    admin = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            # FORCE: a connection left over by a failed run must not keep the database alive.
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+async def capture_body(url: str, path: str, *, token: str, cursor_secret: str) -> bytes:
+    """A page's exact bytes from a short-lived in-process app on the same data and secret."""
+    settings = Settings(
+        database_url=url, cache_url="none", cursor_secret=cursor_secret, api_tokens=(token,)
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+    ):
+        response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+    if response.status_code != 200:
+        raise BenchError(f"GET {path} answered {response.status_code}: {response.text}")
+    return response.content
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
