@@ -84,7 +84,7 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "bench", help="measure the service on a throwaway PostgreSQL database"
+        "bench", help="benchmarks on throwaway databases (default suite: loading, on SQLite)"
     )
     add_suites(parser)
 

@@ -62,7 +62,9 @@ class InvalidParameter(ServiceError):
     title = "Invalid parameter"
 
     def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(detail, (ErrorItem(detail, parameter=parameter),))
+        # A client's parameter name is echoed, but never at more than 100 characters.
+        shown = parameter if len(parameter) <= 100 else parameter[:100] + "…"
+        super().__init__(detail, (ErrorItem(detail, parameter=shown),))
 
 
 class Unauthorized(ServiceError):

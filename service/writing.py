@@ -235,11 +235,14 @@ async def _check_targets_exist(
 
 
 def _clash(resource: Resource, field: str, pointer: str, *, also: str | None = None) -> Conflict:
-    where = f" (as does {also})" if also else ""
-    detail = (
-        f"{resource.name}.{field} must be unique: the value at {pointer} is already taken{where}"
-    )
-    return Conflict(detail, (ErrorItem(f"{field} is already taken", pointer=pointer),))
+    """A unique value taken by a stored row, or (`also`) by an earlier item of the batch."""
+    if also:
+        detail = f"{resource.name}.{field} must be unique: {pointer} repeats {also}"
+        item = f"{field} repeats {also}"
+    else:
+        detail = f"{resource.name}.{field} must be unique: the value at {pointer} is already taken"
+        item = f"{field} is already taken"
+    return Conflict(detail, (ErrorItem(item, pointer=pointer),))
 
 
 def _link_tables(resource: Resource, links: Sequence[dict[str, list[int]]]) -> frozenset[str]:

@@ -24,11 +24,11 @@ class RedisBackend:
     """Versions live in Redis, so a write through any instance is seen by every instance.
 
     A lookup is one MGET (epoch, the tables' versions, the entry). `failure_threshold`
-    failures in a row open the circuit (one slow answer under load does not); while it is
-    open nothing is read from or written to Redis, and a background task retries every
-    `retry_seconds`. If a version bump was lost meanwhile, the task's first success bumps
-    the epoch, so no instance serves anything cached before that write; then the circuit
-    closes. Requests never wait on that task.
+    failures in a row open the circuit (one slow answer under load does not), and a lost
+    version bump opens it at once; while it is open nothing is read from or written to
+    Redis, and a background task retries every `retry_seconds`. Its first success bumps the
+    epoch, so nothing cached before or during the outage is served again by any instance,
+    then closes the circuit. Requests never wait on that task.
     """
 
     name = "redis"
@@ -142,21 +142,21 @@ class RedisBackend:
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
-        """Until Redis answers: wait, then make good any lost bump and close the circuit."""
+        """Until Redis answers: wait, bump the epoch, close the circuit.
+
+        The epoch is bumped on every recovery, not only after a lost write: a Redis that
+        restarted from an old snapshot brings back old counters beside old entries."""
         while not self.circuit.closed or self._missed_bump:
             await asyncio.sleep(self.circuit.retry_seconds)
-            missed = self._missed_bump
+            self._missed_bump = False  # a bump lost from now on needs another round
             try:
                 async with asyncio.timeout(self._timeout * 2):
-                    if missed:
-                        await self._client.incr(self._epoch_key)
-                    else:
-                        await self._client.ping()
+                    await self._client.incr(self._epoch_key)
             except (RedisError, OSError, TimeoutError):
+                self._missed_bump = True
                 continue
-            if self._missed_bump and not missed:
-                continue  # a write lost its bump while we pinged: go round and bump the epoch
-            self._missed_bump = False
+            if self._missed_bump:
+                continue  # a write lost its bump during our INCR: go round once more
             self._failures = 0
             self.circuit.close()
 

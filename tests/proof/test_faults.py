@@ -8,7 +8,7 @@ is back no entry from before a write made during the outage is served again.
 
 One limit is kept as a strict xfail: an instance cut off from Redis (while the others
 still reach it) cannot tell them about its writes, so they serve those rows stale until it
-reaches Redis again and bumps the epoch (docs/caching.md, "Partitions").
+reaches Redis again and bumps the epoch (docs/caching.md, "The partition caveat").
 
 Every figure measured is printed (run with -s to see them).
 """
