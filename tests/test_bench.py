@@ -14,11 +14,10 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 
 from service.bench import reference
-from service.bench.common import throwaway_database
+from service.bench.common import capture_body, throwaway_database
 from service.bench.endpoints import (
     ENDPOINTS,
     PATH,
-    capture_body,
     forget_keys,
     parse_wrk,
     prepare_endpoints_database,
@@ -81,7 +80,7 @@ async def test_reference_apps_answer_with_the_services_data(
     endpoints_database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     token, prefix = secrets.token_hex(8), "svc_bench_test_" + secrets.token_hex(6)
-    body = await capture_body(endpoints_database, token=token, cursor_secret="secret")
+    body = await capture_body(endpoints_database, PATH, token=token, cursor_secret="secret")
     data = orjson.loads(body)["data"]
     assert len(data) == 100
     assert all(len(user["groups"]) == 5 for user in data)  # the seed's exact shape
