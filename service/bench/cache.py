@@ -26,7 +26,6 @@ import platform
 import re
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -46,7 +45,13 @@ from sqlalchemy.pool import NullPool
 from starlette.responses import Response
 
 from service.app import create_app
-from service.bench.common import BenchError, capture_body, cpu_model, throwaway_database
+from service.bench.common import (
+    BenchError,
+    capture_body,
+    cpu_model,
+    free_port,
+    throwaway_database,
+)
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.seed import seed
@@ -214,7 +219,7 @@ async def prepare_database(url: str) -> None:
 @asynccontextmanager
 async def bench_server(env: dict[str, str], log: Path) -> AsyncIterator[tuple[str, Path, int]]:
     """One uvicorn worker on a free loopback port; always terminated on the way out."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "service.bench.cache:make_bench_app",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -463,13 +468,6 @@ def _choose_tool(tool: str) -> str:
     if tool == "wrk" and not shutil.which("wrk"):
         raise BenchError("wrk is not installed (apt-get install wrk), or use --tool httpx")
     return tool
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _write(path: Path, body: bytes) -> None:

@@ -21,7 +21,6 @@ import platform
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,13 @@ import httpx
 import redis.asyncio as redis
 from sqlalchemy import text
 
-from service.bench.common import BenchError, capture_body, cpu_model, throwaway_database
+from service.bench.common import (
+    BenchError,
+    capture_body,
+    cpu_model,
+    free_port,
+    throwaway_database,
+)
 from service.bench.paging import DEFAULT_ADMIN_URL
 from service.bench.reference import (
     BODY_FILE_VARIABLE,
@@ -254,7 +259,7 @@ async def start_servers(
     async with AsyncExitStack() as stack:
         servers: dict[str, Server] = {}
         for name, (command, own) in server_commands(redis_url).items():
-            port = _free_port()
+            port = free_port()
             if name.startswith("service"):
                 command = [*command, "--port", str(port)]
             else:
@@ -566,13 +571,6 @@ def _choose_tool(tool: str) -> str:
     if tool == "wrk" and not shutil.which("wrk"):
         raise BenchError("wrk is not installed (apt-get install wrk), or use --tool loadtest")
     return tool
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def print_report(report: EndpointsReport) -> None:
