@@ -40,14 +40,14 @@ class CacheFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            served = await self._try(scope)
+            headers = dict(scope["headers"])
+            served = await self._try(scope, headers)
             if served is not None:
-                await _send(scope, send, served)
+                await _send(send, served, if_none_match=_text(headers.get(b"if-none-match")))
                 return
         await self.app(scope, receive, send)
 
-    async def _try(self, scope: Scope) -> Served | None:
-        headers = dict(scope["headers"])
+    async def _try(self, scope: Scope, headers: dict[bytes, bytes]) -> Served | None:
         if asks_no_cache(_text(headers.get(b"cache-control"))):
             return None
         services: Services = scope["app"].state.services
@@ -130,12 +130,11 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-async def _send(scope: Scope, send: Send, served: Served) -> None:
+async def _send(send: Send, served: Served, *, if_none_match: str | None) -> None:
     stats = current_stats.get()
     if stats is not None:
         stats.cache = served.outcome.value
     headers = [*_FIXED_HEADERS, (b"etag", served.etag.encode())]
-    if_none_match = _text(dict(scope["headers"]).get(b"if-none-match"))
     if etag_matches(if_none_match, served.etag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -48,9 +47,11 @@ from service.app import create_app
 from service.bench.common import (
     BenchError,
     capture_body,
+    choose_tool,
     cpu_model,
     free_port,
     throwaway_database,
+    wrk_version,
 )
 from service.db import make_engine
 from service.migrations import run_upgrade
@@ -152,7 +153,7 @@ async def run_cache_bench(
     """Seed a throwaway database, start one worker, and drive both endpoints in turn."""
     if seconds < 1 or connections < 1 or rounds < 1:
         raise BenchError("seconds, connections and rounds must be 1 or more")
-    chosen = _choose_tool(tool)
+    chosen = choose_tool(tool, fallback="httpx")
     prefix = DATABASE_PREFIX + secrets.token_hex(6)
     cursor_secret = secrets.token_hex(16)
     token = secrets.token_hex(16)  # only so the app does not warn that writes are refused
@@ -454,20 +455,7 @@ async def describe(url: str, cache_url: str, tool: str) -> tuple[tuple[str, str]
 async def _tool_version(tool: str) -> str:
     if tool != "wrk":
         return f"httpx {version('httpx')} (in-process loop)"
-    process = await asyncio.create_subprocess_exec(
-        "wrk", "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 10)
-    first = output.decode().splitlines()[0] if output else "wrk"
-    return " ".join(first.split()[:2])
-
-
-def _choose_tool(tool: str) -> str:
-    if tool == "auto":
-        return "wrk" if shutil.which("wrk") else "httpx"
-    if tool == "wrk" and not shutil.which("wrk"):
-        raise BenchError("wrk is not installed (apt-get install wrk), or use --tool httpx")
-    return tool
+    return await wrk_version()
 
 
 def _write(path: Path, body: bytes) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,3 +81,21 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def choose_tool(tool: str, *, fallback: str) -> str:
+    """`wrk` when asked for or (with "auto") installed, else the suite's own `fallback`."""
+    if tool == "auto":
+        return "wrk" if shutil.which("wrk") else fallback
+    if tool == "wrk" and not shutil.which("wrk"):
+        raise BenchError(f"wrk is not installed (apt-get install wrk), or use --tool {fallback}")
+    return tool
+
+
+async def wrk_version() -> str:
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 10)
+    first = output.decode().splitlines()[0] if output else "wrk"
+    return " ".join(first.split()[:2])

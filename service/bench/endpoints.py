@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import statistics
 import sys
 import tempfile
@@ -38,9 +37,11 @@ from sqlalchemy import text
 from service.bench.common import (
     BenchError,
     capture_body,
+    choose_tool,
     cpu_model,
     free_port,
     throwaway_database,
+    wrk_version,
 )
 from service.bench.paging import DEFAULT_ADMIN_URL
 from service.bench.reference import (
@@ -168,7 +169,7 @@ async def run_endpoints(
     """Seed, start the seven servers, check their data, drive them in rotated rounds."""
     if seconds < 1 or connections < 1 or rounds < 1:
         raise BenchError("seconds, connections and rounds must be 1 or more")
-    chosen = _choose_tool(tool)
+    chosen = choose_tool(tool, fallback="loadtest")
     prefix = "svc_bench_" + secrets.token_hex(6)
     token, cursor_secret = secrets.token_hex(16), secrets.token_hex(16)
     warnings: list[str] = []
@@ -557,20 +558,7 @@ async def describe(url: str, redis_url: str, tool: str) -> tuple[tuple[str, str]
 async def _tool_version(tool: str) -> str:
     if tool != "wrk":
         return f"service loadtest runner, 2 processes, httpx {version('httpx')}"
-    process = await asyncio.create_subprocess_exec(
-        "wrk", "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 10)
-    first = output.decode().splitlines()[0] if output else "wrk"
-    return " ".join(first.split()[:2]) + " (1 thread)"
-
-
-def _choose_tool(tool: str) -> str:
-    if tool == "auto":
-        return "wrk" if shutil.which("wrk") else "loadtest"
-    if tool == "wrk" and not shutil.which("wrk"):
-        raise BenchError("wrk is not installed (apt-get install wrk), or use --tool loadtest")
-    return tool
+    return await wrk_version() + " (1 thread)"
 
 
 def print_report(report: EndpointsReport) -> None:

@@ -48,7 +48,6 @@ class ResponseCache:
     def __init__(self, backend: CacheBackend, *, wait_seconds: float) -> None:
         self.backend = backend
         self.wait_seconds = wait_seconds
-        self.counts = {outcome: 0 for outcome in Outcome}
         self._flights: dict[tuple[str, Versions], asyncio.Task[bytes]] = {}
 
     async def fetch(
@@ -129,7 +128,6 @@ class ResponseCache:
             await self.backend.store(key, entry)
 
     def _count(self, served: Served) -> Served:
-        self.counts[served.outcome] += 1
         CACHE_REQUESTS.labels(served.outcome.value).inc()
         return served
 

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.api.test_writes import TABLES, assert_problem
 from tests.conftest import TOKEN, DatabaseFactory
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 PROBLEM = "application/problem+json"
 USER = {"name": "zed", "email_address": "zed@example.com"}
-TABLES = ("auth_user", "auth_group", "auth_permission", "auth_user_group", "auth_group_permission")
 USER_DEFAULTS = {"id", "name", "display_name", "created"}
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert problem["type"]
-    assert problem["title"]
-    assert problem["detail"]
-    return problem
 
 
 async def row_counts(url: str) -> dict[str, int]:
