@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from prometheus_client import (
@@ -38,6 +39,31 @@ POOL_CHECKED_OUT = Gauge("db_pool_checked_out", "Connections in use", multiproce
 POOL_OVERFLOW = Gauge(
     "db_pool_overflow", "Connections beyond the pool size", multiprocess_mode="livesum"
 )
+
+
+# Methods outside this set share one label value: a client inventing methods must not be
+# able to grow the number of series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def observe_request(method: str, route: str, status: int, seconds: float, statements: int) -> None:
+    """One finished request into the latency and statement histograms."""
+    duration, count = _request_series(method if method in _METHODS else "other", route, status)
+    duration.observe(seconds)
+    count.observe(statements)
+
+
+@lru_cache(maxsize=4096)
+def _request_series(method: str, route: str, status: int) -> tuple[Histogram, Histogram]:
+    # Looking a labelled child up takes a lock and validates the labels: do it once per
+    # combination (routes are templates and statuses few, so the set is small).
+    return REQUEST_SECONDS.labels(method, route, str(status)), REQUEST_STATEMENTS.labels(route)
+
+
+@lru_cache(maxsize=8)
+def cache_outcome(outcome: str) -> Counter:
+    """The counter child of one cache outcome (HIT, MISS, BYPASS)."""
+    return CACHE_REQUESTS.labels(outcome)
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # How pages load: `columns` (Core rows into dicts) or `orm` (entities via selectinload).
     loader: Literal["columns", "orm"] = "columns"
     log_level: str = "INFO"
+    # FastAPI's native OpenTelemetry bridge (traces, metrics, logs to the globally configured
+    # providers); /metrics (Prometheus) works either way.
+    opentelemetry: bool = False
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from service.settings import Settings
 from service.writing import Writer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity
 class Services:
     """Everything a request needs, built once by the app's lifespan."""
 

@@ -9,6 +9,7 @@ state so the routed request does not look up again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +38,9 @@ class RouteTemplate:
 class CacheFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # One app's middleware sees one set of services, so a request's target depends only
+        # on what the memo is keyed by. Errors raise and are not remembered.
+        self._targets = lru_cache(maxsize=4096)(_target)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -55,10 +59,12 @@ class CacheFastPath:
             caller = services.tokens.caller(_text(headers.get(b"authorization")))
             if services.settings.read_requires_token and not caller.authenticated:
                 return None
-            found = _target(scope, services, caller)
+            found = self._targets(
+                scope["path"], scope.get("root_path", ""), scope["query_string"], caller, services
+            )
         except ServiceError:
             return None  # the routed request reports it properly
-        if found is None or found[1].classes & services.settings.cache_skip:
+        if found is None:
             return None
         template, target = found
         try:
@@ -72,14 +78,23 @@ class CacheFastPath:
         return served
 
 
-def _target(scope: Scope, services: Services, caller: Caller) -> tuple[str, CacheTarget] | None:
-    """The route template and cache target of a read path, or None for anything else."""
-    parts = scope["path"].strip("/").split("/")
-    resource = RESOURCES.get(parts[0])
-    if resource is None or len(parts) > 3 or scope["path"].endswith("/"):
+def _target(
+    path: str, root: str, query_string: bytes, caller: Caller, services: Services
+) -> tuple[str, CacheTarget] | None:
+    """The route template and cache target of a cacheable read, or None for anything else."""
+    found = _read_target(path, root, query_string, caller, services)
+    if found is None or found[1].classes & services.settings.cache_skip:
         return None
-    root = scope.get("root_path", "")
-    query_string: bytes = scope["query_string"]
+    return found
+
+
+def _read_target(
+    path: str, root: str, query_string: bytes, caller: Caller, services: Services
+) -> tuple[str, CacheTarget] | None:
+    parts = path.strip("/").split("/")
+    resource = RESOURCES.get(parts[0])
+    if resource is None or len(parts) > 3 or path.endswith("/"):
+        return None
     limits, access = services.limits, caller.access_class
     if len(parts) == 1:
         query = plan_list(

@@ -1,17 +1,22 @@
-"""Pure ASGI middleware: request id, URL limit, deadline, Server-Timing, metrics, log line."""
+"""Pure ASGI middleware: request id, URL limit, Server-Timing, metrics, log line; the deadline.
+
+`RequestContextMiddleware` wraps everything, cache hits included. `DeadlineMiddleware` sits
+inside the cache fast path: only a request that goes on to the routes can wait on the
+database, so only those pay for the task that lets the deadline answer on time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
 from service.errors import ServiceError, Unavailable, UriTooLong
-from service.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUEST_STATEMENTS
+from service.metrics import IN_FLIGHT, observe_request
 from service.timing import RequestStats, current_stats
 
 logger = logging.getLogger("service.requests")
@@ -19,12 +24,11 @@ _REQUEST_ID_MAX = 128
 
 
 class RequestContextMiddleware:
-    """Wraps every HTTP request: stats in a context variable, headers and records on the way out."""
+    """Stats in a context variable; headers, metrics and the log line on the way out."""
 
-    def __init__(self, app: ASGIApp, *, max_url_bytes: int, deadline_seconds: float) -> None:
+    def __init__(self, app: ASGIApp, *, max_url_bytes: int) -> None:
         self.app = app
         self.max_url_bytes = max_url_bytes
-        self.deadline_seconds = deadline_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,13 +53,13 @@ class RequestContextMiddleware:
 
         IN_FLIGHT.inc()
         try:
-            await self._guarded(scope, receive, send_with_headers, request_id, response)
+            await self._handle(scope, receive, send_with_headers, request_id, response)
         finally:
             IN_FLIGHT.dec()
             current_stats.reset(token)
-            self._record(scope, stats, response.status, request_id)
+            _record(scope, stats, response.status, request_id)
 
-    async def _guarded(
+    async def _handle(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, response: _ResponseState
     ) -> None:
         url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
@@ -65,12 +69,38 @@ class RequestContextMiddleware:
             error: ServiceError = UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
             await problem_response(error)(scope, receive, send)
             return
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            logger.exception("unhandled error", extra={"request_id": request_id})
+            if response.started:
+                raise
+            await problem_response(ServiceError("an unexpected error occurred"))(
+                scope, receive, send
+            )
 
-        # The handler runs in its own task so the deadline answers on time: cancelling it
-        # can take a while (a dead database connection is closed with its own timeout), and
-        # that cleanup must not hold the reply. A late send from it is dropped.
+
+class DeadlineMiddleware:
+    """A 503 when the request outlives its deadline, sent on time.
+
+    The handler runs in its own task: cancelling it can take a while (a dead database
+    connection is closed with its own timeout), and that cleanup must not hold the reply.
+    A late send from it is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, *, deadline_seconds: float) -> None:
+        self.app = app
+        self.deadline_seconds = deadline_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response = _ResponseState()
+
         async def guarded_send(message: Message) -> None:
             if not response.abandoned:
+                response.started = True
                 await send(message)
 
         handler = asyncio.ensure_future(self.app(scope, receive, guarded_send))
@@ -88,21 +118,14 @@ class RequestContextMiddleware:
         except asyncio.CancelledError:
             handler.cancel()
             raise
-        except Exception:
-            logger.exception("unhandled error", extra={"request_id": request_id})
-            if response.started:
-                raise
-            await problem_response(ServiceError("an unexpected error occurred"))(
-                scope, receive, send
-            )
 
-    @staticmethod
-    def _record(scope: Scope, stats: RequestStats, status: int, request_id: str) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        seconds = time.perf_counter() - stats.started
-        REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(seconds)
-        REQUEST_STATEMENTS.labels(template).observe(stats.queries)
+
+def _record(scope: Scope, stats: RequestStats, status: int, request_id: str) -> None:
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    seconds = time.perf_counter() - stats.started
+    observe_request(scope["method"], template, status, seconds, stats.queries)
+    if logger.isEnabledFor(logging.INFO):
         logger.info(
             "request",
             extra={
@@ -139,4 +162,4 @@ def _request_id(scope: Scope) -> str:
             if 0 < len(text) <= _REQUEST_ID_MAX and text.isprintable() and text.isascii():
                 return text
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a fifth of the cost

@@ -19,7 +19,7 @@ from service.cache.backend import (
 )
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
-from service.metrics import CACHE_REQUESTS
+from service.metrics import cache_outcome
 from service.settings import Settings
 
 logger = logging.getLogger("service.cache")
@@ -128,7 +128,7 @@ class ResponseCache:
             await self.backend.store(key, entry)
 
     def _count(self, served: Served) -> Served:
-        CACHE_REQUESTS.labels(served.outcome.value).inc()
+        cache_outcome(served.outcome.value).inc()
         return served
 
 

@@ -33,6 +33,8 @@ async def test_metrics_show_routes_statements_cache_pool_and_in_flight(
             assert (await http.get("/groups?limit=1", headers=AUTH)).status_code == 200
             bypass = await http.get("/groups?limit=1", headers={"Cache-Control": "no-cache"})
             assert bypass.headers["x-cache"] == "BYPASS"
+            for invented in ("PROPFIND", "MKCOL"):  # methods the parser knows, routes do not
+                assert (await http.request(invented, "/permissions")).status_code == 405
             response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -41,6 +43,10 @@ async def test_metrics_show_routes_statements_cache_pool_and_in_flight(
     assert metric_value(text, duration, method="GET", route="/users", status="200") == 2
     assert metric_value(text, duration, method="GET", route="/users/{id}", status="200") == 1
     assert metric_value(text, duration, method="GET", route="/users/{id}", status="404") == 1
+    # Invented methods share one label value: clients cannot grow the number of series.
+    assert metric_value(text, duration, method="other", route="/permissions", status="405") == 2
+    methods = {labels["method"] for labels, _ in metric_samples(text)[duration]}
+    assert methods == {"GET", "other"}, methods
     routes = {labels["route"] for labels, _ in metric_samples(text)[duration]}
     assert not any("999999" in route or "?" in route for route in routes), routes
     # A list with one include is 1 + 1 statements; the cached second one ran none.
