@@ -26,6 +26,7 @@ from service.db import autocommit_reads, make_engine, make_sessionmaker
 from service.logs import configure_logging
 from service.openapi import component_schemas
 from service.passwords import PasswordHasher
+from service.process import settle_garbage_collector
 from service.query.cursor import CursorCodec
 from service.query.options import allow_large_selectin_batches, configure_case_folding
 from service.query.plan import Limits
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             logger.warning("CURSOR_SECRET is not set: cursors are valid for this process only")
         if not services.tokens.configured:
             logger.warning("API_TOKENS is empty: every write will be refused with 401")
+        settle_garbage_collector()
         yield
         services.writer.hasher.close()
         await services.cache.close()

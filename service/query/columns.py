@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ARRAY, Integer, Select, Table, any_, bindparam, select
@@ -16,6 +17,23 @@ PARENT_IDS = "parent_ids"
 def table_of(resource_name: str) -> Table:
     table: Table = RESOURCES[resource_name].model.__table__  # type: ignore[assignment]
     return table
+
+
+# Statements are immutable, so one per distinct query is shared by every request that asks
+# it: building costs ~25-50 us, and SQLAlchemy computes a statement's cache key only once.
+_STATEMENTS = 4096
+
+
+@lru_cache(maxsize=_STATEMENTS)
+def page_select(query: ListQuery) -> Select[Any]:
+    return build_page_select(query)
+
+
+@lru_cache(maxsize=_STATEMENTS)
+def children_select(
+    parent: str, relation: str, child: Plan, *, array_parameter: bool
+) -> Select[Any]:
+    return build_children_select(parent, relation, child, array_parameter=array_parameter)
 
 
 def build_page_select(query: ListQuery) -> Select[Any]:

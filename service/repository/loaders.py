@@ -9,14 +9,17 @@ row, and SQLAlchemy skips a level when the one above it found no rows (at most 1
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
-from service.query.columns import PARENT_IDS, build_children_select, build_page_select
+from service.query.columns import PARENT_IDS, children_select, page_select
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
 from service.query.values import Scalar
@@ -54,27 +57,27 @@ class EmbeddedBudget:
 async def load_columns(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
     """1 statement for the page, then exactly 1 per include path."""
     plan = query.plan
-    rows = (await session.execute(build_page_select(query))).all()
+    connection = await session.connection()  # Core from here: no ORM work per statement
+    rows = (await connection.execute(page_select(query))).all()
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
+    names, values, id_at = _shape(plan, offset=0)
     items: list[Item] = []
     parents: dict[int, tuple[list[Item], int]] = {}
-    id_at = plan.load.index("id")
-    picks = [(name, plan.load.index(name)) for name in plan.output]
     for row in rows:
-        item = {name: row[at] for name, at in picks}
+        item = dict(zip(names, values(row), strict=True))
         items.append(item)
         parents[row[id_at]] = ([item], 1)
     last = None
     if rows:
         positions = [plan.load.index(key.name) for key in query.sort]
         last = tuple(rows[-1][i] for i in positions)
-    await _attach_children(session, plan, parents, budget)
+    await _attach_children(connection, plan, parents, budget)
     return Loaded(items, list(parents), has_more, last)
 
 
 async def _attach_children(
-    session: AsyncSession,
+    connection: AsyncConnection,
     plan: Plan,
     parents: dict[int, tuple[list[Item], int]],
     budget: EmbeddedBudget,
@@ -84,30 +87,48 @@ async def _attach_children(
     `parents` maps an id to the dicts that stand for it and how many times they appear
     in the response (the weight), so the budget counts rows as rendered.
     """
+    array = connection.dialect.name == "postgresql"
     for relation, child in plan.children:
         for same, _ in parents.values():
             for item in same:
                 item[relation] = []
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
-        array = session.get_bind().dialect.name == "postgresql"
-        statement = build_children_select(plan.resource, relation, child, array_parameter=array)
-        result = await session.execute(statement, {PARENT_IDS: list(parents)})
+        statement = children_select(plan.resource, relation, child, array_parameter=array)
+        result = await connection.execute(statement, {PARENT_IDS: list(parents)})
+        rows = result.all()
+        budget.take(sum(parents[row[0]][1] for row in rows), plan.resource, relation)
+        names, values, id_at = _shape(child, offset=1)  # column 0 is the owner's id
         children: dict[int, tuple[list[Item], int]] = {}
-        id_at = child.load.index("id") + 1
-        picks = [(name, child.load.index(name) + 1) for name in child.output]
-        for row in result:
+        for row in rows:
             owner_items, weight = parents[row[0]]
-            budget.take(weight, plan.resource, relation)
             child_id = row[id_at]
             known = children.get(child_id)
             if known is None:
-                item = {name: row[at] for name, at in picks}
-                known = ([item], 0)
+                known = ([dict(zip(names, values(row), strict=True))], 0)
             children[child_id] = (known[0], known[1] + weight)
             for owner in owner_items:
                 owner[relation].append(known[0][0])
-        await _attach_children(session, child, children, budget)
+        await _attach_children(connection, child, children, budget)
+
+
+RowValues = Callable[[Row[Any]], Sequence[Any]]
+
+
+@lru_cache(maxsize=1024)
+def _shape(plan: Plan, *, offset: int) -> tuple[tuple[str, ...], RowValues, int]:
+    """A level's output names, a C-level getter of their values from a row, and where the
+    row holds the id; `offset` is how many leading columns precede the plan's `load`."""
+    positions = [plan.load.index(name) + offset for name in plan.output]
+    values: RowValues
+    if not positions:
+        values = lambda row: ()  # noqa: E731
+    elif len(positions) == 1:
+        only = positions[0]
+        values = lambda row: (row[only],)  # noqa: E731 (itemgetter of one returns no tuple)
+    else:
+        values = itemgetter(*positions)
+    return tuple(plan.output), values, plan.load.index("id") + offset
 
 
 async def load_entities(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
