@@ -15,7 +15,8 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
@@ -45,6 +46,7 @@ class EmbeddedBudget:
         self.limit = limit
 
     def take(self, count: int, owner: str, relation: str) -> None:
+        """Count `count` more embedded rows of `owner`'s `relation`; too many is a 400."""
         self.left -= count
         if self.left < 0:
             raise InvalidParameter(
@@ -58,61 +60,94 @@ async def load_columns(session: AsyncSession, query: ListQuery, budget: Embedded
     """1 statement for the page, then exactly 1 per include path."""
     plan = query.plan
     connection = await session.connection()  # Core from here: no ORM work per statement
-    rows = (await connection.execute(page_select(query))).all()
+    rows = await _fetch(connection, page_select(query))
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
     names, values, id_at = _shape(plan, offset=0)
     items: list[Item] = []
-    parents: dict[int, tuple[list[Item], int]] = {}
+    parents: dict[int, Item] = {}
     for row in rows:
-        item = dict(zip(names, values(row), strict=True))
+        item = dict(zip(names, values(row), strict=False))  # equal lengths by construction
         items.append(item)
-        parents[row[id_at]] = ([item], 1)
+        parents[row[id_at]] = item
     last = None
     if rows:
         positions = [plan.load.index(key.name) for key in query.sort]
         last = tuple(rows[-1][i] for i in positions)
-    await _attach_children(connection, plan, parents, budget)
+    await _attach_children(connection, plan, parents, None, budget)
     return Loaded(items, list(parents), has_more, last)
 
 
 async def _attach_children(
     connection: AsyncConnection,
     plan: Plan,
-    parents: dict[int, tuple[list[Item], int]],
+    parents: dict[int, Item],
+    weights: dict[int, int] | None,
     budget: EmbeddedBudget,
 ) -> None:
-    """Fill each parent's relationship lists; a child shared by parents is built once.
+    """Fill each parent's relationship lists; a child shared by parents is one dict.
 
-    `parents` maps an id to the dicts that stand for it and how many times they appear
-    in the response (the weight), so the budget counts rows as rendered.
+    `weights` says how many times each parent appears in the response (None: once each),
+    so the budget counts rows as rendered.
     """
     array = connection.dialect.name == "postgresql"
     for relation, child in plan.children:
-        for same, _ in parents.values():
-            for item in same:
-                item[relation] = []
+        lists: dict[int, list[Item]] = {}
+        for parent_id, item in parents.items():
+            lists[parent_id] = item[relation] = []
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
         statement = children_select(plan.resource, relation, child, array_parameter=array)
-        result = await connection.execute(statement, {PARENT_IDS: list(parents)})
-        rows = result.all()
-        budget.take(sum(parents[row[0]][1] for row in rows), plan.resource, relation)
-        names, values, id_at = _shape(child, offset=1)  # column 0 is the owner's id
-        children: dict[int, tuple[list[Item], int]] = {}
+        rows = await _fetch(connection, statement, {PARENT_IDS: list(parents)})  # owner id first
+        rendered = len(rows) if weights is None else sum(weights[row[0]] for row in rows)
+        budget.take(rendered, plan.resource, relation)
+        names, values, id_at = _shape(child, offset=1)
+        children: dict[int, Item] = {}
         for row in rows:
-            owner_items, weight = parents[row[0]]
             child_id = row[id_at]
-            known = children.get(child_id)
-            if known is None:
-                known = ([dict(zip(names, values(row), strict=True))], 0)
-            children[child_id] = (known[0], known[1] + weight)
-            for owner in owner_items:
-                owner[relation].append(known[0][0])
-        await _attach_children(connection, child, children, budget)
+            found = children.get(child_id)
+            if found is None:
+                found = children[child_id] = dict(zip(names, values(row), strict=False))
+            lists[row[0]].append(found)
+        child_weights = _child_weights(rows, id_at, weights) if child.children else None
+        await _attach_children(connection, child, children, child_weights, budget)
 
 
-RowValues = Callable[[Row[Any]], Sequence[Any]]
+async def _fetch(
+    connection: AsyncConnection, statement: Select[Any], params: dict[str, Any] | None = None
+) -> Sequence[Sequence[Any]]:
+    """The statement's rows, as the driver returned them when SQLAlchemy would convert none
+    of the values (asyncpg: ints, text and timestamps come out final): building a Row per
+    row is most of what fetching costs past the driver. Otherwise SQLAlchemy's rows."""
+    result = await connection.execute(statement, params)
+    if _converts_values(statement, connection.dialect):
+        converted: Sequence[Sequence[Any]] = result.all()
+        return converted
+    rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
+    result.close()
+    return rows
+
+
+@lru_cache(maxsize=4096)
+def _converts_values(statement: Select[Any], dialect: Dialect) -> bool:
+    return any(
+        column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+        for column in statement.selected_columns
+    )
+
+
+def _child_weights(
+    rows: Sequence[Sequence[Any]], id_at: int, weights: dict[int, int] | None
+) -> dict[int, int]:
+    """How many times each child is rendered: once under every appearance of each owner."""
+    found: dict[int, int] = {}
+    for row in rows:
+        child_id = row[id_at]
+        found[child_id] = found.get(child_id, 0) + (1 if weights is None else weights[row[0]])
+    return found
+
+
+RowValues = Callable[[Sequence[Any]], Sequence[Any]]
 
 
 @lru_cache(maxsize=1024)
