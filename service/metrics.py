@@ -31,6 +31,11 @@ REQUEST_STATEMENTS = Histogram(
 )
 IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being served", multiprocess_mode="livesum")
 CACHE_REQUESTS = Counter("cache_requests_total", "Cache outcomes", ["outcome"])
+CACHE_BATCH_KEYS = Histogram(
+    "cache_redis_lookups_per_mget",
+    "Cache lookups answered by one Redis MGET (lookups made in the same event-loop turn)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 CACHE_CIRCUIT_OPEN = Gauge(
     "cache_circuit_open", "1 while the shared cache's circuit is open", multiprocess_mode="max"
 )

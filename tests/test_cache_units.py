@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from service.cache import CacheUnavailable, Entry, NullBackend, Outcome, ResponseCache
 from service.cache.backend import etag_of
 from service.cache.circuit import Circuit, State
+from service.cache.coalesce import CoalescingReader
 from service.cache.memory import MemoryBackend
 
 TABLES = ("auth_group", "auth_user", "auth_user_group")
@@ -257,3 +258,63 @@ def test_a_circuit_opens_once_per_outage_and_closes_when_told() -> None:
     assert circuit.closed
     circuit.trip(TimeoutError())
     assert circuit.trips == 2
+
+
+# --- lookups made together share one MGET ----------------------------------------------------
+
+
+class Store:
+    """A fetch function over a dict that records each call's keys; fails when told to."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values = values
+        self.calls: list[list[str]] = []
+        self.error: Exception | None = None
+
+    async def __call__(self, keys: list[str]) -> list[bytes | str | None]:
+        self.calls.append(keys)
+        await asyncio.sleep(0)
+        if self.error is not None:
+            raise self.error
+        return [self.values.get(key) for key in keys]
+
+
+async def test_lookups_made_in_one_turn_travel_as_one_fetch_of_each_key_once() -> None:
+    store = Store({"epoch": b"1", "v:a": b"2", "e:1": b"one", "e:2": b"two"})
+    reader = CoalescingReader(store)
+    asked = [["epoch", "v:a", f"e:{n % 3}"] for n in range(30)]
+    answers = await asyncio.gather(*(reader.mget(keys) for keys in asked))
+    assert len(store.calls) == 1
+    assert sorted(store.calls[0]) == ["e:0", "e:1", "e:2", "epoch", "v:a"]
+    for keys, answer in zip(asked, answers, strict=True):
+        assert answer == [store.values.get(key) for key in keys]
+
+
+async def test_a_lone_lookup_waits_for_no_one_and_later_turns_fetch_again() -> None:
+    store = Store({"k": b"v"})
+    reader = CoalescingReader(store)
+    assert await reader.mget(["k"]) == [b"v"]
+    assert await reader.mget(["k", "missing"]) == [b"v", None]
+    assert store.calls == [["k"], ["k", "missing"]]
+
+
+async def test_a_failed_fetch_fails_every_lookup_of_its_batch_and_the_next_batch_works() -> None:
+    store = Store({"k": b"v"})
+    store.error = CacheUnavailable("down")
+    reader = CoalescingReader(store)
+    results = await asyncio.gather(*(reader.mget(["k"]) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(result, CacheUnavailable) for result in results)
+    store.error = None
+    assert await reader.mget(["k"]) == [b"v"]
+
+
+async def test_a_lookup_that_goes_away_leaves_the_others_their_answers() -> None:
+    store = Store({"a": b"1", "b": b"2"})
+    reader = CoalescingReader(store)
+    leaving = asyncio.ensure_future(reader.mget(["a"]))
+    staying = asyncio.ensure_future(reader.mget(["b"]))
+    await asyncio.sleep(0)  # both are waiting on the batch now
+    leaving.cancel()
+    assert await staying == [b"2"]
+    assert leaving.cancelled()
+    await reader.close()

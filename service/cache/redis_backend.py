@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from service.cache.backend import CacheUnavailable, Entry, Versions
 from service.cache.circuit import Circuit
+from service.cache.coalesce import CoalescingReader
 
 T = TypeVar("T")
 
@@ -23,7 +24,8 @@ T = TypeVar("T")
 class RedisBackend:
     """Versions live in Redis, so a write through any instance is seen by every instance.
 
-    A lookup is one MGET (epoch, the tables' versions, the entry). `failure_threshold`
+    A lookup is one MGET (epoch, the tables' versions, the entry); lookups made in the same
+    event-loop turn share it (service/cache/coalesce.py). `failure_threshold`
     failures in a row open the circuit (one slow answer under load does not), and a lost
     version bump opens it at once; while it is open nothing is read from or written to
     Redis, and a background task retries every `retry_seconds`. Its first success bumps the
@@ -63,6 +65,7 @@ class RedisBackend:
         self._recovery: asyncio.Task[None] | None = None
         self.circuit = Circuit(retry_seconds=retry_seconds, name="redis")
         self._epoch_key = f"{prefix}:epoch"
+        self._reader = CoalescingReader(self._mget)
 
     def _version_key(self, table: str) -> str:
         return f"{self._prefix}:v:{table}"
@@ -73,7 +76,7 @@ class RedisBackend:
     async def lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Versions, Entry | None]:
         self._ready()
         keys = [self._epoch_key, *(self._version_key(t) for t in tables), self._entry_key(key)]
-        values = await self._call(lambda: self._client.mget(keys))
+        values = await self._reader.mget(keys)
         if values[0] is None:
             # A new or emptied Redis: start the epoch from the clock, so counters that
             # climb back from zero can never again match an entry stored before.
@@ -82,6 +85,9 @@ class RedisBackend:
             values = await self._call(lambda: self._client.mget(keys))
         versions = tuple(int(value or 0) for value in values[:-1])
         return versions, _decode(values[-1])
+
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        return await self._call(lambda: self._client.mget(keys))
 
     async def store(self, key: str, entry: Entry) -> None:
         self._ready()
@@ -113,6 +119,7 @@ class RedisBackend:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
+        await self._reader.close()
         await self._client.aclose()
 
     def _ready(self) -> None:

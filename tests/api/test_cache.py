@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.app import create_app
-from service.cache.backend import CacheUnavailable
+from service.cache.backend import CacheUnavailable, Entry
 from service.cache.redis_backend import RedisBackend
 from service.db import make_engine
 from service.resources import RESOURCES
@@ -1042,3 +1042,33 @@ async def test_with_caching_off_every_read_bypasses_but_etags_still_work(
     write = await client.patch("/groups/1", json={"name": "renamed"}, headers=AUTH)
     assert write.status_code == 200
     assert "renamed" in (await client.get(path)).text
+
+
+async def test_concurrent_lookups_share_mgets_and_each_gets_its_own_answer(
+    redis_process: RedisProcess,
+) -> None:
+    backend = RedisBackend(
+        redis_process.url, prefix=f"test-{uuid4().hex}", timeout=1.0, retry_seconds=1.0,
+        ttl_seconds=60,
+    )  # fmt: skip
+    admin = redis.Redis.from_url(redis_process.url, socket_timeout=2)
+    try:
+        versions, _ = await backend.lookup("warm", ("auth_user",))  # sets the epoch
+        for n in range(4):
+            await backend.store(f"page-{n}", Entry.of(f'{{"n":{n}}}'.encode(), versions))
+        await backend.bump(frozenset({"auth_group"}))
+        admin.config_resetstat()
+        keys = [f"page-{n % 5}" for n in range(40)]  # page-4 was never stored
+        found = await asyncio.gather(*(backend.lookup(key, ("auth_user",)) for key in keys))
+        mgets = int(admin.info("commandstats")["cmdstat_mget"]["calls"])
+    finally:
+        admin.close()
+        await backend.close()
+    assert 1 <= mgets < len(keys)
+    for key, (current, entry) in zip(keys, found, strict=True):
+        assert current == versions
+        if key == "page-4":
+            assert entry is None
+        else:
+            assert entry is not None
+            assert entry.body == f'{{"n":{key[-1]}}}'.encode()
