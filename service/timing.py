@@ -23,10 +23,14 @@ class RequestStats:
     def server_timing(self) -> str:
         """The `Server-Timing` header value: each stage, the database, and the total."""
         total_ms = (time.perf_counter() - self.started) * 1000
-        parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.stages.items()]
-        parts.append(f'db;dur={self.db_seconds * 1000:.2f};desc="{self.queries} queries"')
-        parts.append(f"total;dur={total_ms:.2f}")
-        return ", ".join(parts)
+        db_ms = self.db_seconds * 1000
+        tail = f'db;dur={db_ms:.2f};desc="{self.queries} queries", total;dur={total_ms:.2f}'
+        if not self.stages:  # a cache hit
+            return tail
+        stages = ", ".join(
+            f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.stages.items()
+        )
+        return f"{stages}, {tail}"
 
 
 current_stats: ContextVar[RequestStats | None] = ContextVar("current_stats", default=None)

