@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,6 +21,7 @@ from service.metrics import POOL_CHECKED_OUT, POOL_OVERFLOW, POOL_SIZE
 from service.settings import Settings
 from service.timing import current_stats
 
+_IDLE_SINCE = "idle_since"
 UNCOUNTED = "uncounted"  # execution option: session plumbing, not a statement the request asked for
 WRITE = (
     "write_transaction"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
@@ -59,7 +61,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
         pool_recycle=settings.pool_recycle,
-        pool_pre_ping=settings.pool_pre_ping,
+        pool_pre_ping=settings.pool_pre_ping and settings.pool_ping_idle_seconds == 0,
         connect_args=connect_args,
         hide_parameters=True,  # values never reach exception text, hence never the logs
     )
@@ -67,9 +69,43 @@ def make_engine(settings: Settings) -> AsyncEngine:
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     elif settings.pgbouncer and settings.statement_timeout_ms > 0:
         _limit_statements(engine.sync_engine, timeout_ms=settings.statement_timeout_ms)
+    if settings.pool_pre_ping and settings.pool_ping_idle_seconds > 0:
+        _ping_when_idle(engine.sync_engine, idle_seconds=settings.pool_ping_idle_seconds)
     count_statements(engine.sync_engine)
     _watch_pool(engine.sync_engine)
     return engine
+
+
+def _ping_when_idle(engine: Engine, *, idle_seconds: float) -> None:
+    """SQLAlchemy's pre-ping, for connections that sat in the pool `idle_seconds` or more.
+
+    Under load a connection comes back and goes out again within milliseconds, and a
+    round trip to prove it alive would cost as much CPU as a small query. One that died
+    sooner than that (the database restarted in between) fails its first statement:
+    SQLAlchemy then replaces every connection older than the failure, and reads retry
+    once (Database.read).
+    """
+    pool = engine.pool
+
+    def idle_from_now(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is not None and time.monotonic() - since < idle_seconds:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # whatever the driver raises for a dead connection
+            raise sa_exc.DisconnectionError("the pooled connection is gone") from exc
+        if not alive:
+            raise sa_exc.DisconnectionError("the pooled connection is gone")
+
+    # Raising DisconnectionError in a checkout listener makes the pool discard that
+    # connection and hand out another one.
+    event.listen(pool, "connect", idle_from_now)
+    event.listen(pool, "checkin", idle_from_now)
+    event.listen(pool, "checkout", ping_if_idle)
 
 
 def _watch_pool(engine: Engine) -> None:

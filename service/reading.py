@@ -36,13 +36,16 @@ class Reader:
 
     async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:
         """A page of a list or sub-collection; a missing parent is a 404."""
-        async with self.db.session(read_only=True) as session:
+
+        async def work(session: AsyncSession) -> Page:
             if query.scope is not None and not await exists(
                 session, query.scope.parent, query.scope.parent_id
             ):
                 raise not_found(query.scope.parent, query.scope.parent_id)
             with stage("query"):
-                page = await self.load(session, query)
+                return await self.load(session, query)
+
+        page = await self.db.read(work)
         with stage("render"):
             next_cursor = next_link = None
             if page.has_more and page.last_sort_values is not None:
@@ -54,9 +57,12 @@ class Reader:
     async def item_body(self, plan: Plan, identifier: int) -> bytes:
         by_id = Condition(plan.resource, (), "id", "eq", identifier)
         query = ListQuery(plan=plan, filters=(by_id,), limit=1)
-        async with self.db.session(read_only=True) as session:
+
+        async def work(session: AsyncSession) -> Page:
             with stage("query"):
-                page = await self.load(session, query)
+                return await self.load(session, query)
+
+        page = await self.db.read(work)
         if not page.items:
             raise not_found(plan.resource, identifier)
         with stage("render"):

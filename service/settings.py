@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     pool_timeout: float = Field(default=5.0, gt=0)
     pool_recycle: int = Field(default=1800, ge=-1)
     pool_pre_ping: bool = True
+    # Only connections idle at least this long are pinged before use (0: every checkout).
+    pool_ping_idle_seconds: float = Field(default=1.0, ge=0)
     statement_timeout_ms: int = Field(default=5000, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     # Collation for case-insensitive matching on PostgreSQL; "default" if built without ICU.

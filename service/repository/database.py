@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +14,7 @@ from service.db import WRITE
 from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
 
 logger = logging.getLogger("service.database")
+T = TypeVar("T")
 
 
 class Database:
@@ -48,6 +50,25 @@ class Database:
             error = translate_error(exc)
             _log_failure(exc, error)
             raise error from exc
+
+    async def read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in a read session; run once more if its connection turned out dead (the
+        database restarted since the pool last used it): a read has nothing to undo."""
+        for attempt in (1, 2):
+            try:
+                async with self.read_sessionmaker() as session:
+                    return await work(session)
+            except ServiceError:
+                raise
+            except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+                dropped = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+                if dropped and attempt == 1:
+                    logger.info("a pooled connection was gone; the read runs again")
+                    continue
+                error = translate_error(exc)
+                _log_failure(exc, error)
+                raise error from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 @asynccontextmanager
