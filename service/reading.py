@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.errors import NotFound
 from service.query.canonical import binding, list_params, to_query_string
@@ -24,10 +24,10 @@ class Reader:
         self.max_embedded_rows = max_embedded_rows
         self.loader = loader
 
-    async def load(self, session: AsyncSession, query: ListQuery) -> Page:
+    async def load(self, connection: AsyncConnection, query: ListQuery) -> Page:
         """The page and its includes, within the embedded-rows bound."""
         return await list_page(
-            session,
+            connection,
             query,
             dialect=self.db.dialect,
             loader=self.loader,
@@ -37,13 +37,13 @@ class Reader:
     async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:
         """A page of a list or sub-collection; a missing parent is a 404."""
 
-        async def work(session: AsyncSession) -> Page:
+        async def work(connection: AsyncConnection) -> Page:
             if query.scope is not None and not await exists(
-                session, query.scope.parent, query.scope.parent_id
+                connection, query.scope.parent, query.scope.parent_id
             ):
                 raise not_found(query.scope.parent, query.scope.parent_id)
             with stage("query"):
-                return await self.load(session, query)
+                return await self.load(connection, query)
 
         page = await self.db.read(work)
         with stage("render"):
@@ -58,9 +58,9 @@ class Reader:
         by_id = Condition(plan.resource, (), "id", "eq", identifier)
         query = ListQuery(plan=plan, filters=(by_id,), limit=1)
 
-        async def work(session: AsyncSession) -> Page:
+        async def work(connection: AsyncConnection) -> Page:
             with stage("query"):
-                return await self.load(session, query)
+                return await self.load(connection, query)
 
         page = await self.db.read(work)
         if not page.items:

@@ -241,12 +241,14 @@ def orm_strategies(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Run]
 
     async def planner_columns(page: int) -> list[Item]:
         async with sessions() as session:
-            loaded = await load_columns(session, planner_query(page), EmbeddedBudget(10**9))
+            connection = await session.connection()
+            loaded = await load_columns(connection, planner_query(page), EmbeddedBudget(10**9))
         return loaded.items
 
     async def planner_orm(page: int) -> list[Item]:
         async with sessions() as session:
-            loaded = await load_entities(session, planner_query(page), EmbeddedBudget(10**9))
+            connection = await session.connection()
+            loaded = await load_entities(connection, planner_query(page), EmbeddedBudget(10**9))
         return loaded.items
 
     return {

@@ -48,7 +48,7 @@ class ResponseCache:
     def __init__(self, backend: CacheBackend, *, wait_seconds: float) -> None:
         self.backend = backend
         self.wait_seconds = wait_seconds
-        self._flights: dict[tuple[str, Versions], asyncio.Task[bytes]] = {}
+        self._flights: dict[tuple[str, Versions], asyncio.Task[Entry]] = {}
 
     async def fetch(
         self,
@@ -68,13 +68,13 @@ class ResponseCache:
         except CacheUnavailable:
             return await self.bypass(produce)
         if refresh:
-            body = await produce()
-            await self._store(key, Entry.of(body, versions))
-            return self._count(Served(body, etag_of(body), Outcome.BYPASS))
+            fresh = Entry.of(await produce(), versions)
+            await self._store(key, fresh)
+            return self._count(Served(fresh.body, fresh.etag, Outcome.BYPASS))
         if entry is not None and entry.versions == versions:
             return self._count(Served(entry.body, entry.etag, Outcome.HIT))
-        body = await self._single_flight(key, versions, produce)
-        return self._count(Served(body, etag_of(body), Outcome.MISS))
+        made = await self._single_flight(key, versions, produce)
+        return self._count(Served(made.body, made.etag, Outcome.MISS))
 
     async def hit(self, key: str, tables: tuple[str, ...]) -> tuple[Served | None, Lookup]:
         """A current entry, or None and the lookup (for `fetch`); CacheUnavailable passes up."""
@@ -98,7 +98,7 @@ class ResponseCache:
         body = await produce()
         return self._count(Served(body, etag_of(body), Outcome.BYPASS))
 
-    async def _single_flight(self, key: str, versions: Versions, produce: Produce) -> bytes:
+    async def _single_flight(self, key: str, versions: Versions, produce: Produce) -> Entry:
         """Concurrent identical misses share one task; it outlives a waiter that goes away."""
         flight = (key, versions)
         task = self._flights.get(flight)
@@ -107,18 +107,18 @@ class ResponseCache:
                 async with asyncio.timeout(self.wait_seconds):
                     return await asyncio.shield(task)
             except TimeoutError:
-                return await produce()
+                return Entry.of(await produce(), versions)
         task = asyncio.ensure_future(self._produce_and_store(key, versions, produce))
         self._flights[flight] = task
         task.add_done_callback(lambda done: self._landed(flight, done))
         return await asyncio.shield(task)
 
-    async def _produce_and_store(self, key: str, versions: Versions, produce: Produce) -> bytes:
-        body = await produce()
-        await self._store(key, Entry.of(body, versions))
-        return body
+    async def _produce_and_store(self, key: str, versions: Versions, produce: Produce) -> Entry:
+        made = Entry.of(await produce(), versions)
+        await self._store(key, made)
+        return made
 
-    def _landed(self, flight: tuple[str, Versions], task: asyncio.Task[bytes]) -> None:
+    def _landed(self, flight: tuple[str, Versions], task: asyncio.Task[Entry]) -> None:
         self._flights.pop(flight, None)
         if not task.cancelled():
             task.exception()  # errors reach the waiters and are never cached

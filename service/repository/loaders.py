@@ -56,10 +56,11 @@ class EmbeddedBudget:
             )
 
 
-async def load_columns(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
+async def load_columns(
+    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget
+) -> Loaded:
     """1 statement for the page, then exactly 1 per include path."""
     plan = query.plan
-    connection = await session.connection()  # Core from here: no ORM work per statement
     rows = await _fetch(connection, page_select(query))
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
@@ -166,13 +167,17 @@ def _shape(plan: Plan, *, offset: int) -> tuple[tuple[str, ...], RowValues, int]
     return tuple(plan.output), values, plan.load.index("id") + offset
 
 
-async def load_entities(session: AsyncSession, query: ListQuery, budget: EmbeddedBudget) -> Loaded:
-    """The same page through ORM entities (`load_only` + `selectinload`, lazy loads raise)."""
-    rows = (await session.scalars(build_list_select(query))).all()
-    page = rows[: query.limit]
-    items = [to_item(row, query.plan, budget) for row in page]
-    last = tuple(getattr(page[-1], key.name) for key in query.sort) if page else None
-    return Loaded(items, [row.id for row in page], len(rows) > query.limit, last)
+async def load_entities(
+    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget
+) -> Loaded:
+    """The same page through ORM entities (`load_only` + `selectinload`, lazy loads raise),
+    in a session on the caller's connection (inside its transaction, if it has one)."""
+    async with AsyncSession(bind=connection, autoflush=False, expire_on_commit=False) as session:
+        rows = (await session.scalars(build_list_select(query))).all()
+        page = rows[: query.limit]
+        items = [to_item(row, query.plan, budget) for row in page]
+        last = tuple(getattr(page[-1], key.name) for key in query.sort) if page else None
+        return Loaded(items, [row.id for row in page], len(rows) > query.limit, last)
 
 
 def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> Item:

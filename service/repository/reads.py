@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.query.options import build_count_select, build_estimate
 from service.query.params import Count
@@ -27,7 +27,7 @@ class Page:
 
 
 async def list_page(
-    session: AsyncSession,
+    connection: AsyncConnection,
     query: ListQuery,
     *,
     dialect: str,
@@ -35,25 +35,25 @@ async def list_page(
     max_embedded: int = 10_000,
 ) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
-    loaded = await LOADERS[loader](session, query, EmbeddedBudget(max_embedded))
-    total, estimated = await _count(session, query, dialect=dialect)
+    loaded = await LOADERS[loader](connection, query, EmbeddedBudget(max_embedded))
+    total, estimated = await _count(connection, query, dialect=dialect)
     return Page(
         loaded.items, loaded.ids, loaded.has_more, loaded.last_sort_values, total, estimated
     )
 
 
 async def _count(
-    session: AsyncSession, query: ListQuery, *, dialect: str
+    connection: AsyncConnection, query: ListQuery, *, dialect: str
 ) -> tuple[int | None, bool]:
     if query.count is Count.NONE:
         return None, False
     if query.count is Count.ESTIMATED and dialect == "postgresql":
-        plan = await session.scalar(build_estimate(query))
+        plan = await connection.scalar(build_estimate(query))
         return int(plan[0]["Plan"]["Plan Rows"]), True
-    return int(await session.scalar(build_count_select(query)) or 0), False
+    return int(await connection.scalar(build_count_select(query)) or 0), False
 
 
-async def exists(session: AsyncSession, resource_name: str, identifier: int) -> bool:
+async def exists(connection: AsyncConnection, resource_name: str, identifier: int) -> bool:
     model: Any = RESOURCES[resource_name].model
-    found = await session.scalar(select(model.id).where(model.id == identifier))
+    found = await connection.scalar(select(model.id).where(model.id == identifier))
     return found is not None
