@@ -14,7 +14,7 @@ from fastapi.telemetry import TelemetryConfig
 from service import __version__
 from service.api.deps import Services
 from service.api.docs import install_docs
-from service.api.fastpath import CacheFastPath
+from service.api.fastpath import CacheFastPath, ReadPath
 from service.api.health import router as health_router
 from service.api.middleware import DeadlineMiddleware, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
@@ -105,8 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
     for resource in RESOURCES.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
-    # Outermost last: request context (timed, counted, logged), then the cache fast path,
-    # then the deadline that only routed requests need.
+    # Outermost last: request context (timed, counted, logged), the cache fast path, the
+    # deadline (only what may wait on the database needs it), then reads in plain ASGI.
+    app.add_middleware(ReadPath)
     app.add_middleware(DeadlineMiddleware, deadline_seconds=settings.request_timeout_seconds)
     app.add_middleware(CacheFastPath)
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)

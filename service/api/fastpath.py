@@ -1,20 +1,31 @@
-"""Cache hits answered before routing: a GET whose response is current never reaches FastAPI.
+"""GET reads answered in plain ASGI: FastAPI's routing and dependencies are for the rest.
 
-It runs the same steps as the routed read (caller, memoized plan, canonical key, one
-lookup) and sends the stored bytes. Anything unusual (an error to report, a bypass, a
-miss) goes on to the routed request unchanged; a miss leaves its lookup in the request
-state so the routed request does not look up again.
+Two middlewares share one memoized target per distinct request (caller class, path and
+query string -> route template, cache key, tables, and how to produce the body):
+
+- `CacheFastPath` sits outside the request deadline and answers current cache entries;
+  a miss leaves its lookup in the request state so the read is not looked up twice.
+- `ReadPath` sits inside the deadline and serves everything else a read can be: a miss,
+  a bypass, a `Cache-Control: no-cache` refresh, a 304, or the problem a read raised.
+
+A request whose target cannot be worked out (a bad parameter, a missing token where one
+is required, anything not a read) goes on to the routes, which report it; the routes
+also describe the reads in the OpenAPI document. Both paths run the same steps as the
+routed read (service/api/reads.py), so a response does not depend on which one served it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.caching import CACHE_HEADERS, LOOKUP_STATE, asks_no_cache, etag_matches
 from service.api.deps import Services
+from service.api.problems import problem_response
 from service.api.targets import CacheTarget, item_target, list_target
 from service.auth import Caller
 from service.cache import CacheUnavailable, Served
@@ -22,6 +33,7 @@ from service.errors import ServiceError
 from service.query.memo import plan_item, plan_list
 from service.query.plan import Scope as Subcollection
 from service.query.values import INT_MAX
+from service.reading import Reader
 from service.resources import RESOURCES
 from service.timing import current_stats
 
@@ -30,107 +42,157 @@ _FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.ite
 
 @dataclass(frozen=True, slots=True)
 class RouteTemplate:
-    """Stands in for the matched route in the scope, so metrics label the hit like the rest."""
+    """Stands in for the matched route in the scope, so metrics label the read like the rest."""
 
     path: str
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    template: str
+    target: CacheTarget
+    produce: Callable[[Reader], Awaitable[bytes]]  # the body, from the database
+
+
 class CacheFastPath:
+    """Current cache entries, before the deadline and the routes."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # One app's middleware sees one set of services, so a request's target depends only
-        # on what the memo is keyed by. Errors raise and are not remembered.
-        self._targets = lru_cache(maxsize=4096)(_target)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             headers = dict(scope["headers"])
-            served = await self._try(scope, headers)
+            served = await self._hit(scope, headers)
             if served is not None:
                 await _send(send, served, if_none_match=_text(headers.get(b"if-none-match")))
                 return
         await self.app(scope, receive, send)
 
-    async def _try(self, scope: Scope, headers: dict[bytes, bytes]) -> Served | None:
+    async def _hit(self, scope: Scope, headers: dict[bytes, bytes]) -> Served | None:
         if asks_no_cache(_text(headers.get(b"cache-control"))):
             return None
         services: Services = scope["app"].state.services
-        try:
-            caller = services.tokens.caller(_text(headers.get(b"authorization")))
-            if services.settings.read_requires_token and not caller.authenticated:
-                return None
-            found = self._targets(
-                scope["path"], scope.get("root_path", ""), scope["query_string"], caller, services
-            )
-        except ServiceError:
-            return None  # the routed request reports it properly
-        if found is None:
+        read = _read_of(scope, headers, services)
+        if read is None or read.target.classes & services.settings.cache_skip:
             return None
-        template, target = found
         try:
-            served, lookup = await services.cache.hit(target.key, target.tables)
+            served, lookup = await services.cache.hit(read.target.key, read.target.tables)
         except CacheUnavailable:
             return None
         if served is None:
-            scope.setdefault("state", {})[LOOKUP_STATE] = (target.key, lookup)
+            scope.setdefault("state", {})[LOOKUP_STATE] = (read.target.key, lookup)
             return None
-        scope["route"] = RouteTemplate(template)
+        scope["route"] = RouteTemplate(read.template)
         return served
 
 
-def _target(
-    path: str, root: str, query_string: bytes, caller: Caller, services: Services
-) -> tuple[str, CacheTarget] | None:
-    """The route template and cache target of a cacheable read, or None for anything else."""
-    found = _read_target(path, root, query_string, caller, services)
-    if found is None or found[1].classes & services.settings.cache_skip:
-        return None
-    return found
+class ReadPath:
+    """Every other outcome of a read, inside the deadline; anything else to the routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            headers = dict(scope["headers"])
+            services: Services = scope["app"].state.services
+            read = _read_of(scope, headers, services)
+            if read is not None:
+                scope["route"] = RouteTemplate(read.template)
+                await self._serve(scope, receive, send, headers, services, read)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _serve(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        services: Services,
+        read: Read,
+    ) -> None:
+        produce = partial(read.produce, services.reader)
+        target, cache = read.target, services.cache
+        try:
+            if target.classes & services.settings.cache_skip:
+                served = await cache.bypass(produce)
+            else:
+                looked_up = scope.get("state", {}).get(LOOKUP_STATE)
+                served = await cache.fetch(
+                    target.key,
+                    target.tables,
+                    produce,
+                    refresh=asks_no_cache(_text(headers.get(b"cache-control"))),
+                    looked_up=looked_up[1] if looked_up and looked_up[0] == target.key else None,
+                )
+        except ServiceError as error:
+            instance = Request(scope).url.path
+            await problem_response(error, instance=instance)(scope, receive, send)
+            return
+        await _send(send, served, if_none_match=_text(headers.get(b"if-none-match")))
 
 
-def _read_target(
+def _read_of(scope: Scope, headers: dict[bytes, bytes], services: Services) -> Read | None:
+    """The request's read, or None when the routes should answer it."""
+    try:
+        caller = services.tokens.caller(_text(headers.get(b"authorization")))
+        if services.settings.read_requires_token and not caller.authenticated:
+            return None
+        return _memoized_read(
+            scope["path"], scope.get("root_path", ""), scope["query_string"], caller, services
+        )
+    except ServiceError:
+        return None  # the routed request reports it properly
+
+
+@lru_cache(maxsize=4096)
+def _memoized_read(
     path: str, root: str, query_string: bytes, caller: Caller, services: Services
-) -> tuple[str, CacheTarget] | None:
+) -> Read | None:
+    """Pure in its arguments (services compare by identity); errors raise, never remembered."""
     parts = path.strip("/").split("/")
     resource = RESOURCES.get(parts[0])
     if resource is None or len(parts) > 3 or path.endswith("/"):
         return None
-    limits, access = services.limits, caller.access_class
+    limits, access, codec = services.limits, caller.access_class, services.reader.codec
+    private_ok = caller.authenticated
     if len(parts) == 1:
         query = plan_list(
-            resource.name,
-            query_string,
-            private_ok=caller.authenticated,
-            limits=limits,
-            scope=None,
-            codec=services.reader.codec,
+            resource.name, query_string, private_ok=private_ok, limits=limits, scope=None,
+            codec=codec,
+        )  # fmt: skip
+        link = f"{root}/{resource.name}"
+        return Read(
+            f"/{resource.name}",
+            list_target(query, path=link, access=access, kind="list"),
+            partial(Reader.list_body, query=query, base_path=link),
         )
-        path = f"{root}/{resource.name}"
-        return f"/{resource.name}", list_target(query, path=path, access=access, kind="list")
     identifier = _id(parts[1])
     if identifier is None:
         return None
     if len(parts) == 2:
-        plan = plan_item(
-            resource.name, query_string, private_ok=caller.authenticated, limits=limits
+        plan = plan_item(resource.name, query_string, private_ok=private_ok, limits=limits)
+        return Read(
+            f"/{resource.name}/{{id}}",
+            item_target(plan, path=f"{root}/{resource.name}/{identifier}", access=access),
+            partial(Reader.item_body, plan=plan, identifier=identifier),
         )
-        path = f"{root}/{resource.name}/{identifier}"
-        return f"/{resource.name}/{{id}}", item_target(plan, path=path, access=access)
     relationship = resource.relationship(parts[2])
     if relationship is None:
         return None
     sub = Subcollection(parent=resource.name, relationship=relationship.name, parent_id=identifier)
     query = plan_list(
-        relationship.target,
-        query_string,
-        private_ok=caller.authenticated,
-        limits=limits,
-        scope=sub,
-        codec=services.reader.codec,
+        relationship.target, query_string, private_ok=private_ok, limits=limits, scope=sub,
+        codec=codec,
+    )  # fmt: skip
+    link = f"{root}/{resource.name}/{identifier}/{relationship.name}"
+    return Read(
+        f"/{resource.name}/{{id}}/{relationship.name}",
+        list_target(query, path=link, access=access, kind="related"),
+        partial(Reader.list_body, query=query, base_path=link),
     )
-    path = f"{root}/{resource.name}/{identifier}/{relationship.name}"
-    template = f"/{resource.name}/{{id}}/{relationship.name}"
-    return template, list_target(query, path=path, access=access, kind="related")
 
 
 def _id(text: str) -> int | None:

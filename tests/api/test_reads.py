@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.api.fastpath import CacheFastPath, ReadPath
 from service.resources import RESOURCES
-from tests.conftest import StatementLog
+from tests.conftest import StatementLog, app_of
+
+MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 Shape = tuple[str, ...]
 
@@ -356,3 +361,47 @@ async def test_method_not_allowed_and_validation_errors_are_problems(
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["parameter"] == "id"
+
+
+READ_CASES = [
+    ("/users?fields=id,name&include=groups.permissions&limit=7", {}),
+    ("/users?include=groups&sort=-created&limit=5&count=true", {}),
+    ("/users?fields=id,email_address&filter[groups.name][startswith]=g&limit=4", "token"),
+    ("/groups/3?include=users&fields[users]=name", {}),
+    ("/groups/3/users?fields=id&limit=3", {}),
+    ("/groups/999999/users", {}),  # a missing parent: 404
+    ("/permissions/999999", {}),  # a missing item: 404
+    ("/users?include=groups&limit=2", {"Cache-Control": "no-cache"}),
+]
+
+
+def routes_only(app: FastAPI) -> FastAPI:
+    """The same app with the plain-ASGI read paths taken out: every GET goes through FastAPI."""
+    app.user_middleware = [m for m in app.user_middleware if m.cls not in (CacheFastPath, ReadPath)]
+    app.middleware_stack = None
+    return app
+
+
+@pytest.mark.parametrize(("path", "headers"), READ_CASES)
+async def test_a_read_answers_the_same_through_the_read_path_and_the_routes(
+    seeded_url: str, make_client: MakeClient, auth: dict[str, str], path: str, headers: Any
+) -> None:
+    sent = auth if headers == "token" else headers
+    fast = await make_client(seeded_url)
+    routed = await make_client(seeded_url)
+    routes_only(app_of(routed))
+    answers = [await client.get(path, headers=sent) for client in (fast, routed)]
+    kept = ("content-type", "etag", "cache-control", "vary", "x-cache")
+    assert answers[0].status_code == answers[1].status_code
+    assert answers[0].content == answers[1].content
+    assert [answers[0].headers.get(k) for k in kept] == [answers[1].headers.get(k) for k in kept]
+    assert answers[0].status_code in (200, 404)
+    again = [await client.get(path, headers=sent) for client in (fast, routed)]
+    assert again[0].headers.get("x-cache") == again[1].headers.get("x-cache")
+    etag = answers[0].headers.get("etag")
+    if etag:
+        revalidated = [
+            await client.get(path, headers={**sent, "If-None-Match": etag})
+            for client in (fast, routed)
+        ]
+        assert [r.status_code for r in revalidated] == [304, 304]
