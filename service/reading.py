@@ -24,11 +24,15 @@ class Reader:
         self.max_embedded_rows = max_embedded_rows
         self.loader = loader
 
-    async def load(self, connection: AsyncConnection, query: ListQuery) -> Page:
-        """The page and its includes, within the embedded-rows bound."""
+    async def load(
+        self, connection: AsyncConnection, query: ListQuery, *, remember: bool = True
+    ) -> Page:
+        """The page and its includes, within the embedded-rows bound; `remember=False` for
+        a query that will not be asked again (its statement is not kept)."""
         return await list_page(
             connection,
             query,
+            remember=remember,
             dialect=self.db.dialect,
             loader=self.loader,
             max_embedded=self.max_embedded_rows,

@@ -127,7 +127,7 @@ class Writer:
     ) -> bytes:
         wanted = Condition(plan.resource, (), "id", "in", tuple(ids))
         query = ListQuery(plan=plan, filters=(wanted,), limit=len(ids))
-        page = await self.reader.load(await session.connection(), query)
+        page = await self.reader.load(await session.connection(), query, remember=False)
         by_id = dict(zip(page.ids, page.items, strict=True))
         with stage("render"):
             return render_items([by_id[i] for i in ids], single=single)

@@ -15,12 +15,12 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
-from service.query.columns import PARENT_IDS, children_select, page_select
+from service.query.columns import PARENT_IDS, build_page_select, children_select, page_select
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
 from service.query.values import Scalar
@@ -57,11 +57,15 @@ class EmbeddedBudget:
 
 
 async def load_columns(
-    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget
+    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget, *, remember: bool = True
 ) -> Loaded:
-    """1 statement for the page, then exactly 1 per include path."""
+    """1 statement for the page, then exactly 1 per include path.
+
+    `remember=False` for a query asked once (a write reading its rows back): its statement
+    is not kept, so it cannot push out the statements of the queries that repeat.
+    """
     plan = query.plan
-    rows = await _fetch(connection, page_select(query))
+    rows = await _fetch(connection, page_select(query) if remember else build_page_select(query))
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
     names, values, id_at = _shape(plan, offset=0)
@@ -121,7 +125,7 @@ async def _fetch(
     of the values (asyncpg: ints, text and timestamps come out final): building a Row per
     row is most of what fetching costs past the driver. Otherwise SQLAlchemy's rows."""
     result = await connection.execute(statement, params)
-    if _converts_values(statement, connection.dialect):
+    if _converts_values(tuple(statement.selected_columns), connection.dialect):
         converted: Sequence[Sequence[Any]] = result.all()
         return converted
     rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
@@ -129,11 +133,12 @@ async def _fetch(
     return rows
 
 
-@lru_cache(maxsize=4096)
-def _converts_values(statement: Select[Any], dialect: Dialect) -> bool:
+@lru_cache(maxsize=256)
+def _converts_values(columns: tuple[ColumnElement[Any], ...], dialect: Dialect) -> bool:
+    # Keyed by the table columns (they live as long as the process), not the statement.
     return any(
         column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
-        for column in statement.selected_columns
+        for column in columns
     )
 
 
@@ -168,7 +173,7 @@ def _shape(plan: Plan, *, offset: int) -> tuple[tuple[str, ...], RowValues, int]
 
 
 async def load_entities(
-    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget
+    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget, *, remember: bool = True
 ) -> Loaded:
     """The same page through ORM entities (`load_only` + `selectinload`, lazy loads raise),
     in a session on the caller's connection (inside its transaction, if it has one)."""

@@ -33,9 +33,11 @@ async def list_page(
     dialect: str,
     loader: str = "columns",
     max_embedded: int = 10_000,
+    remember: bool = True,
 ) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
-    loaded = await LOADERS[loader](connection, query, EmbeddedBudget(max_embedded))
+    budget = EmbeddedBudget(max_embedded)
+    loaded = await LOADERS[loader](connection, query, budget, remember=remember)
     total, estimated = await _count(connection, query, dialect=dialect)
     return Page(
         loaded.items, loaded.ids, loaded.has_more, loaded.last_sort_values, total, estimated

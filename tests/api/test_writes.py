@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.app import create_app
+from service.query.columns import page_select
 from tests.conftest import TOKEN, DatabaseFactory, make_test_settings, record_statements
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -900,3 +901,18 @@ def test_random_bodies_never_fail_the_server_nor_half_write(
             runner.run(direct.dispose())
             runner.run(app.state.services.db.engine.dispose())
             app.state.services.writer.hasher.close()
+
+
+async def test_writes_reading_their_rows_back_keep_no_statements_of_reads_out(
+    api: httpx.AsyncClient,
+) -> None:
+    """A write's read-back is asked once: it must not fill the statement memo that the
+    repeated reads live in (each write would push a hot read's statement out)."""
+    page_select.cache_clear()  # equal queries of an earlier test would hit, not build
+    assert (await api.get("/users?fields=id,name")).status_code == 200
+    built = page_select.cache_info().misses  # each miss keeps one more statement
+    for number in range(5):
+        assert (await post(api, "/groups", {"name": f"memo{number}"})).status_code == 201
+        response = await api.patch("/groups/1", json={"display_name": f"d{number}"}, headers=AUTH)
+        assert response.status_code == 200, response.text
+    assert page_select.cache_info().misses == built
