@@ -23,7 +23,10 @@ class Settings(BaseSettings):
 
     # The async pool, per process (SQLite file databases pool their connections too).
     pool_size: int = Field(default=10, ge=1)
-    max_overflow: int = Field(default=10, ge=0)
+    # No overflow by default: under load that stays above the pool's size, SQLAlchemy opens
+    # an overflow connection and closes it when it comes back, again and again (measured:
+    # 103 new PostgreSQL sessions in 8 s at 32 connections, a quarter of the throughput).
+    max_overflow: int = Field(default=0, ge=0)
     pool_timeout: float = Field(default=5.0, gt=0)
     pool_recycle: int = Field(default=1800, ge=-1)
     pool_pre_ping: bool = True

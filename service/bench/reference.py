@@ -108,7 +108,9 @@ SessionDep = Annotated[AsyncSession, Depends(_session)]
 
 
 def make_fastapi_app() -> FastAPI:
-    engine = create_async_engine(os.environ[DATABASE_URL_VARIABLE], pool_size=10, max_overflow=10)
+    # Ten connections and no overflow, like the service and the asyncpg pool: overflow
+    # connections are opened and closed over and over under sustained load.
+    engine = create_async_engine(os.environ[DATABASE_URL_VARIABLE], pool_size=10, max_overflow=0)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tests.conftest import TOKEN, app_of
 from tests.ops.conftest import TableLock, sessions_of
@@ -140,3 +141,23 @@ async def test_the_request_deadline_is_a_503_and_leaves_nothing_checked_out(
     await assert_every_session_idle(database)
     assert (await client.get("/users?limit=5")).status_code == 200
     assert await settle(client) == 0
+
+
+async def test_sustained_load_above_the_pool_size_opens_no_connection_after_the_first(
+    ops_db: tuple[str, str], make_client: MakeClient
+) -> None:
+    """With the default pool, 32 requests at a time for a while open at most POOL_SIZE
+    connections: none is opened and closed per burst (SQLAlchemy's overflow would)."""
+    _, url = ops_db
+    client = await make_client(url, cache_url="none")
+    services = app_of(client).state.services
+    opened: list[object] = []
+    event.listen(services.db.engine.sync_engine.pool, "connect", lambda *_: opened.append(1))
+
+    async def reader() -> None:
+        for _ in range(12):
+            response = await client.get("/users?include=groups&limit=20")
+            assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(reader() for _ in range(32)))
+    assert 1 <= len(opened) <= services.settings.pool_size
