@@ -50,7 +50,11 @@ def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     engine = make_engine(settings)
     db = Database(
-        engine, make_sessionmaker(engine), autocommit_reads=autocommit_reads(engine, settings)
+        engine,
+        make_sessionmaker(engine),
+        autocommit_reads=autocommit_reads(engine, settings),
+        connections=settings.pool_size + settings.max_overflow,
+        wait_seconds=settings.pool_timeout,
     )
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(

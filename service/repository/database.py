@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,8 +27,13 @@ class Database:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         autocommit_reads: bool = False,
+        connections: int = 0,
+        wait_seconds: float = 5.0,
     ) -> None:
         self.engine = engine
+        self._connections = connections
+        self._wait_seconds = wait_seconds
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.sessionmaker = sessionmaker
         self.dialect = engine.dialect.name
         self.read_sessionmaker = sessionmaker
@@ -45,7 +51,7 @@ class Database:
         """One session per request; any driver failure leaves as a ServiceError."""
         sessions = self.read_sessionmaker if read_only else self.sessionmaker
         try:
-            async with sessions() as session:
+            async with self._turn(), sessions() as session:
                 yield session
         except ServiceError:
             raise
@@ -54,12 +60,38 @@ class Database:
             _log_failure(exc, error)
             raise error from exc
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """A place among the requests holding a connection, granted first come, first served.
+
+        The pool's own queue lets a request that just arrived take a connection ahead of
+        one already waiting (which then queues again at the back): at 32 requests on 10
+        connections, p99 was 9.5x p50. Waiting here in order keeps the pool from having to
+        make anyone wait. Past `wait_seconds` the request gets a 503, as from the pool.
+        """
+        if self._connections <= 0:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(self._connections))
+        turns = self._turns[1]
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                await turns.acquire()
+        except TimeoutError:
+            raise Unavailable("no database connection became free in time", retry_after=1) from None
+        try:
+            yield
+        finally:
+            turns.release()
+
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """`work` on a read connection; run once more if the connection turned out dead (the
         database restarted since the pool last used it): a read has nothing to undo."""
         for attempt in (1, 2):
             try:
-                async with self.read_engine.connect() as connection:
+                async with self._turn(), self.read_engine.connect() as connection:
                     return await work(connection)
             except ServiceError:
                 raise

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import TOKEN, app_of
 from tests.ops.conftest import TableLock, sessions_of
@@ -161,3 +162,30 @@ async def test_sustained_load_above_the_pool_size_opens_no_connection_after_the_
 
     await asyncio.gather(*(reader() for _ in range(32)))
     assert 1 <= len(opened) <= services.settings.pool_size
+
+
+async def test_requests_get_connections_in_the_order_they_asked(
+    ops_db: tuple[str, str], make_client: MakeClient
+) -> None:
+    """First come, first served: with 2 connections and 24 readers, each starts its work in
+    the order it asked (the pool's own queue lets newcomers jump ahead of waiters)."""
+    _, url = ops_db
+    client = await make_client(url, cache_url="none", pool_size=2, max_overflow=0)
+    db = app_of(client).state.services.db
+    asked: list[int] = []
+    started: list[int] = []
+
+    async def reader(number: int) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            started.append(number)
+            await connection.execute(text("SELECT pg_sleep(0.005)"))
+
+        asked.append(number)
+        await db.read(work)
+
+    tasks = []
+    for number in range(24):
+        tasks.append(asyncio.ensure_future(reader(number)))
+        await asyncio.sleep(0.001)  # arrivals spread out, as a server's are
+    await asyncio.gather(*tasks)
+    assert started == asked
