@@ -173,6 +173,12 @@ async def run_endpoints(
     prefix = "svc_bench_" + secrets.token_hex(6)
     token, cursor_secret = secrets.token_hex(16), secrets.token_hex(16)
     warnings: list[str] = []
+    if chosen != "wrk":
+        warnings.append(
+            "WARNING: without wrk the load comes from Python clients, which top out near "
+            "the speed of the cached and constant endpoints: those ratios then measure the "
+            "client. Install wrk (apt-get install wrk) for them."
+        )
     with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         async with throwaway_database(admin_url or DEFAULT_ADMIN_URL) as url:
             await prepare_endpoints_database(url)
