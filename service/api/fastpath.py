@@ -37,6 +37,7 @@ from service.reading import Reader
 from service.resources import RESOURCES
 from service.timing import current_stats
 
+_READ_STATE = "read"  # where CacheFastPath leaves the read it worked out
 _FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.items()]
 
 
@@ -74,6 +75,8 @@ class CacheFastPath:
             return None
         services: Services = scope["app"].state.services
         read = _read_of(scope, headers, services)
+        if read is not None:
+            scope.setdefault("state", {})[_READ_STATE] = read  # ReadPath need not work it out
         if read is None or read.target.classes & services.settings.cache_skip:
             return None
         try:
@@ -97,7 +100,7 @@ class ReadPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             headers = dict(scope["headers"])
             services: Services = scope["app"].state.services
-            read = _read_of(scope, headers, services)
+            read = scope.get("state", {}).get(_READ_STATE) or _read_of(scope, headers, services)
             if read is not None:
                 scope["route"] = RouteTemplate(read.template)
                 await self._serve(scope, receive, send, headers, services, read)
