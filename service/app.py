@@ -10,12 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from starlette.types import Receive, Scope, Send
 
 from service import __version__
 from service.api.deps import Services
 from service.api.docs import install_docs
-from service.api.fastpath import CacheFastPath, ReadPath
+from service.api.fastpath import ReadPath
 from service.api.health import router as health_router
+from service.api.hits import HitPath
 from service.api.middleware import DeadlineMiddleware, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.reads import make_read_router
@@ -78,7 +80,20 @@ def make_services(settings: Settings) -> Services:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI, with current cache entries answered before its middleware stack."""
+
+    hits: HitPath | None = None  # None: every request goes through the stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hits = self.hits
+        is_get = scope["type"] == "http" and scope["method"] == "GET"
+        if is_get and hits is not None and await hits.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings) -> ServiceApp:
     services = make_services(settings)
 
     @asynccontextmanager
@@ -93,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         await services.cache.close()
         await services.db.engine.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="service",
         version=__version__,
         description=DESCRIPTION,
@@ -109,12 +124,12 @@ def create_app(settings: Settings) -> FastAPI:
     for resource in RESOURCES.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
-    # Outermost last: request context (timed, counted, logged), the cache fast path, the
-    # deadline (only what may wait on the database needs it), then reads in plain ASGI.
+    # Outermost last: request context (timed, counted, logged), the deadline, then reads in
+    # plain ASGI. Cache hits are answered before all of them (HitPath does its own context).
     app.add_middleware(ReadPath)
     app.add_middleware(DeadlineMiddleware, deadline_seconds=settings.request_timeout_seconds)
-    app.add_middleware(CacheFastPath)
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
+    app.hits = HitPath(services, max_url_bytes=settings.max_url_bytes)
     _add_components(app)
     return app
 
@@ -153,7 +168,7 @@ def _drop_impossible_422(schema: dict[str, Any]) -> None:
         schema.get("components", {}).get("schemas", {}).pop(name, None)
 
 
-def app_factory() -> FastAPI:
+def app_factory() -> ServiceApp:
     """For `uvicorn --factory` and worker processes: settings from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)

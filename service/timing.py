@@ -22,15 +22,19 @@ class RequestStats:
 
     def server_timing(self) -> str:
         """The `Server-Timing` header value: each stage, the database, and the total."""
-        total_ms = (time.perf_counter() - self.started) * 1000
-        db_ms = self.db_seconds * 1000
-        tail = f'db;dur={db_ms:.2f};desc="{self.queries} queries", total;dur={total_ms:.2f}'
+        tail = timing_tail(self.queries, self.db_seconds, time.perf_counter() - self.started)
         if not self.stages:  # a cache hit
             return tail
         stages = ", ".join(
             f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.stages.items()
         )
         return f"{stages}, {tail}"
+
+
+def timing_tail(queries: int, db_seconds: float, total_seconds: float) -> str:
+    """The part of `Server-Timing` every response has: the database and the total."""
+    db_ms, total_ms = db_seconds * 1000, total_seconds * 1000
+    return f'db;dur={db_ms:.2f};desc="{queries} queries", total;dur={total_ms:.2f}'
 
 
 current_stats: ContextVar[RequestStats | None] = ContextVar("current_stats", default=None)

@@ -50,9 +50,11 @@ def respond(request: Request, served: Served) -> Response:
 
 
 def asks_no_cache(cache_control: str | None) -> bool:
-    directives = (cache_control or "").lower()
+    if not cache_control:
+        return False
     return any(
-        part.strip() in ("no-cache", "no-store", "max-age=0") for part in directives.split(",")
+        part.strip() in ("no-cache", "no-store", "max-age=0")
+        for part in cache_control.lower().split(",")
     )
 
 

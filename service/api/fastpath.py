@@ -1,10 +1,10 @@
 """GET reads answered in plain ASGI: FastAPI's routing and dependencies are for the rest.
 
-Two middlewares share one memoized target per distinct request (caller class, path and
-query string -> route template, cache key, tables, and how to produce the body):
+Two paths share one memoized target per distinct request (caller class, path and query
+string -> route template, cache key, tables, and how to produce the body):
 
-- `CacheFastPath` sits outside the request deadline and answers current cache entries;
-  a miss leaves its lookup in the request state so the read is not looked up twice.
+- `HitPath` (service/api/hits.py), ahead of the whole middleware stack, answers current
+  cache entries; a miss leaves its lookup in the request state so it is not repeated.
 - `ReadPath` sits inside the deadline and serves everything else a read can be: a miss,
   a bypass, a `Cache-Control: no-cache` refresh, a 304, or the problem a read raised.
 
@@ -28,7 +28,7 @@ from service.api.deps import Services
 from service.api.problems import problem_response
 from service.api.targets import CacheTarget, item_target, list_target
 from service.auth import Caller
-from service.cache import CacheUnavailable, Served
+from service.cache import Served
 from service.errors import ServiceError
 from service.query.memo import plan_item, plan_list
 from service.query.plan import Scope as Subcollection
@@ -37,8 +37,8 @@ from service.reading import Reader
 from service.resources import RESOURCES
 from service.timing import current_stats
 
-_READ_STATE = "read"  # where CacheFastPath leaves the read it worked out
-_FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.items()]
+READ_STATE = "read"  # where HitPath leaves the read it worked out
+FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,41 +55,6 @@ class Read:
     produce: Callable[[Reader], Awaitable[bytes]]  # the body, from the database
 
 
-class CacheFastPath:
-    """Current cache entries, before the deadline and the routes."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            headers = dict(scope["headers"])
-            served = await self._hit(scope, headers)
-            if served is not None:
-                await _send(send, served, if_none_match=_text(headers.get(b"if-none-match")))
-                return
-        await self.app(scope, receive, send)
-
-    async def _hit(self, scope: Scope, headers: dict[bytes, bytes]) -> Served | None:
-        if asks_no_cache(_text(headers.get(b"cache-control"))):
-            return None
-        services: Services = scope["app"].state.services
-        read = _read_of(scope, headers, services)
-        if read is not None:
-            scope.setdefault("state", {})[_READ_STATE] = read  # ReadPath need not work it out
-        if read is None or read.target.classes & services.settings.cache_skip:
-            return None
-        try:
-            served, lookup = await services.cache.hit(read.target.key, read.target.tables)
-        except CacheUnavailable:
-            return None
-        if served is None:
-            scope.setdefault("state", {})[LOOKUP_STATE] = (read.target.key, lookup)
-            return None
-        scope["route"] = RouteTemplate(read.template)
-        return served
-
-
 class ReadPath:
     """Every other outcome of a read, inside the deadline; anything else to the routes."""
 
@@ -100,7 +65,7 @@ class ReadPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             headers = dict(scope["headers"])
             services: Services = scope["app"].state.services
-            read = scope.get("state", {}).get(_READ_STATE) or _read_of(scope, headers, services)
+            read = scope.get("state", {}).get(READ_STATE) or read_of(scope, headers, services)
             if read is not None:
                 scope["route"] = RouteTemplate(read.template)
                 await self._serve(scope, receive, send, headers, services, read)
@@ -127,20 +92,20 @@ class ReadPath:
                     target.key,
                     target.tables,
                     produce,
-                    refresh=asks_no_cache(_text(headers.get(b"cache-control"))),
+                    refresh=asks_no_cache(text_of(headers.get(b"cache-control"))),
                     looked_up=looked_up[1] if looked_up and looked_up[0] == target.key else None,
                 )
         except ServiceError as error:
             instance = Request(scope).url.path
             await problem_response(error, instance=instance)(scope, receive, send)
             return
-        await _send(send, served, if_none_match=_text(headers.get(b"if-none-match")))
+        await _send(send, served, if_none_match=text_of(headers.get(b"if-none-match")))
 
 
-def _read_of(scope: Scope, headers: dict[bytes, bytes], services: Services) -> Read | None:
+def read_of(scope: Scope, headers: dict[bytes, bytes], services: Services) -> Read | None:
     """The request's read, or None when the routes should answer it."""
     try:
-        caller = services.tokens.caller(_text(headers.get(b"authorization")))
+        caller = services.tokens.caller(text_of(headers.get(b"authorization")))
         if services.settings.read_requires_token and not caller.authenticated:
             return None
         return _memoized_read(
@@ -206,7 +171,7 @@ def _id(text: str) -> int | None:
     return value if value <= INT_MAX else None
 
 
-def _text(value: bytes | None) -> str | None:
+def text_of(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
@@ -214,7 +179,7 @@ async def _send(send: Send, served: Served, *, if_none_match: str | None) -> Non
     stats = current_stats.get()
     if stats is not None:
         stats.cache = served.outcome.value
-    headers = [*_FIXED_HEADERS, (b"etag", served.etag.encode())]
+    headers = [*FIXED_HEADERS, (b"etag", served.etag.encode())]
     if etag_matches(if_none_match, served.etag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

@@ -36,7 +36,7 @@ class RequestContextMiddleware:
             return
         stats = RequestStats()
         token = current_stats.set(stats)
-        request_id = _request_id(scope)
+        request_id = request_id_from(dict(scope["headers"]).get(b"x-request-id"))
         response = _ResponseState()
 
         async def send_with_headers(message: Message) -> None:
@@ -57,15 +57,17 @@ class RequestContextMiddleware:
         finally:
             IN_FLIGHT.dec()
             current_stats.reset(token)
-            _record(scope, stats, response.status, request_id)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = time.perf_counter() - stats.started
+            record_request(
+                scope["method"], route, response.status, seconds,
+                queries=stats.queries, cache=stats.cache, request_id=request_id,
+            )  # fmt: skip
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, response: _ResponseState
     ) -> None:
-        url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(
-            scope["query_string"]
-        )
-        if url_bytes > self.max_url_bytes:
+        if url_bytes(scope) > self.max_url_bytes:
             error: ServiceError = UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
             await problem_response(error)(scope, receive, send)
             return
@@ -120,24 +122,35 @@ class DeadlineMiddleware:
             raise
 
 
-def _record(scope: Scope, stats: RequestStats, status: int, request_id: str) -> None:
-    route = scope.get("route")
-    template = getattr(route, "path", None) or "unmatched"
-    seconds = time.perf_counter() - stats.started
-    observe_request(scope["method"], template, status, seconds, stats.queries)
+def record_request(
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    *,
+    queries: int,
+    cache: str | None,
+    request_id: str,
+) -> None:
+    """A finished request into the metrics and, at INFO, the log."""
+    observe_request(method, route, status, seconds, queries)
     if logger.isEnabledFor(logging.INFO):
         logger.info(
             "request",
             extra={
-                "method": scope["method"],
-                "route": template,
+                "method": method,
+                "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
-                "queries": stats.queries,
-                "cache": stats.cache,
+                "queries": queries,
+                "cache": cache,
                 "request_id": request_id,
             },
         )
+
+
+def url_bytes(scope: Scope) -> int:
+    return len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
 
 
 class _ResponseState:
@@ -155,13 +168,12 @@ def _forget(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text: str = value.decode("latin-1")
-            if 0 < len(text) <= _REQUEST_ID_MAX and text.isprintable() and text.isascii():
-                return text
-            break
+def request_id_from(header: bytes | None) -> str:
+    """The client's `X-Request-ID` when it is a sensible one, else a new one."""
+    if header is not None and 0 < len(header) <= _REQUEST_ID_MAX:
+        text = header.decode("latin-1")
+        if text.isprintable() and text.isascii():
+            return text
     # An identifier, not a secret: the non-cryptographic generator (no system call, unlike
     # uuid4, which cost ~14 us a request here) is plenty to tell requests apart.
     return f"{random.getrandbits(128):032x}"

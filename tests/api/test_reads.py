@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.api.fastpath import CacheFastPath, ReadPath
+from service.api.fastpath import ReadPath
+from service.app import ServiceApp
 from service.resources import RESOURCES
 from tests.conftest import StatementLog, app_of
 
@@ -377,7 +378,9 @@ READ_CASES = [
 
 def routes_only(app: FastAPI) -> FastAPI:
     """The same app with the plain-ASGI read paths taken out: every GET goes through FastAPI."""
-    app.user_middleware = [m for m in app.user_middleware if m.cls not in (CacheFastPath, ReadPath)]
+    assert isinstance(app, ServiceApp)
+    app.hits = None
+    app.user_middleware = [m for m in app.user_middleware if m.cls not in (ReadPath,)]
     app.middleware_stack = None
     return app
 
@@ -391,13 +394,10 @@ async def test_a_read_answers_the_same_through_the_read_path_and_the_routes(
     routed = await make_client(seeded_url)
     routes_only(app_of(routed))
     answers = [await client.get(path, headers=sent) for client in (fast, routed)]
-    kept = ("content-type", "etag", "cache-control", "vary", "x-cache")
-    assert answers[0].status_code == answers[1].status_code
-    assert answers[0].content == answers[1].content
-    assert [answers[0].headers.get(k) for k in kept] == [answers[1].headers.get(k) for k in kept]
+    assert_same_answer(*answers)
     assert answers[0].status_code in (200, 404)
-    again = [await client.get(path, headers=sent) for client in (fast, routed)]
-    assert again[0].headers.get("x-cache") == again[1].headers.get("x-cache")
+    again = [await client.get(path, headers=sent) for client in (fast, routed)]  # hits, mostly
+    assert_same_answer(*again)
     etag = answers[0].headers.get("etag")
     if etag:
         revalidated = [
@@ -405,3 +405,40 @@ async def test_a_read_answers_the_same_through_the_read_path_and_the_routes(
             for client in (fast, routed)
         ]
         assert [r.status_code for r in revalidated] == [304, 304]
+        assert_same_answer(*revalidated)
+
+
+def assert_same_answer(fast: httpx.Response, routed: httpx.Response) -> None:
+    kept = ("content-type", "content-length", "etag", "cache-control", "vary", "x-cache")
+    assert fast.status_code == routed.status_code
+    assert fast.content == routed.content
+    assert [fast.headers.get(k) for k in kept] == [routed.headers.get(k) for k in kept]
+    for response in (fast, routed):
+        assert response.headers["x-request-id"]
+        assert response.headers["server-timing"].endswith(tuple("0123456789"))
+
+
+async def test_a_url_over_the_limit_is_414_even_when_an_entry_with_its_meaning_is_cached(
+    seeded_url: str, make_client: MakeClient
+) -> None:
+    client = await make_client(seeded_url)
+    assert (await client.get("/users?fields=id,name&limit=3")).status_code == 200
+    hit = await client.get("/users?fields=id,name&limit=3")
+    assert hit.headers["x-cache"] == "HIT"
+    padded = "/users?fields=id," + " " * 8200 + "name&limit=3"  # spaces do not change meaning
+    response = await client.get(padded)
+    assert response.status_code == 414
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_hit_answered_ahead_of_the_stack_keeps_the_request_id_and_is_timed(
+    seeded_url: str, make_client: MakeClient
+) -> None:
+    client = await make_client(seeded_url)
+    path = "/groups?fields=id&limit=2"
+    assert (await client.get(path)).headers["x-cache"] == "MISS"
+    hit = await client.get(path, headers={"X-Request-ID": "trace-42"})
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.headers["x-request-id"] == "trace-42"
+    timing = hit.headers["server-timing"]
+    assert re.fullmatch(r'db;dur=0\.00;desc="0 queries", total;dur=\d+\.\d\d', timing), timing
