@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_ADMIN_DSN, TOKEN, _pg_url
-from tests.ops.conftest import admin_execute, asyncpg_dsn, migrate_and_seed, sessions_of
+from tests.ops.conftest import asyncpg_dsn, migrate_and_seed, sessions_of
 from tests.ops.servers import LOOPBACK, PG_BIN, ThrowawayPostgres
 from tests.proof.faultproxy import FaultProxy
 
@@ -103,18 +103,6 @@ async def post_batch(client: httpx.AsyncClient, batch: Batch) -> tuple[int, floa
         assert "retry-after" in response.headers, response.headers
         assert response.headers["content-type"] == "application/problem+json"
     return response.status_code, time.perf_counter() - started, response.text[:300]
-
-
-@pytest.fixture
-async def proof_db() -> AsyncIterator[str]:
-    """A migrated, seeded database of the local PostgreSQL (svc_proof_*), dropped after."""
-    name = f"svc_proof_{uuid.uuid4().hex[:12]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
-    try:
-        await migrate_and_seed(_pg_url(POSTGRES_ADMIN_DSN, name))
-        yield name
-    finally:
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

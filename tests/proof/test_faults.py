@@ -28,7 +28,6 @@ import pytest
 import redis.asyncio as redis
 
 from tests.conftest import POSTGRES_ADMIN_DSN, TOKEN, _pg_url, app_of
-from tests.ops.conftest import admin_execute, migrate_and_seed
 from tests.proof.faultproxy import FaultProxy
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -135,18 +134,6 @@ async def first_success(client: httpx.AsyncClient, misses: Misses) -> tuple[floa
             break
         await asyncio.sleep(0.05)
     pytest.fail(f"no miss succeeded within {MAX_WAIT} s of the restore")
-
-
-@pytest.fixture
-async def proof_db() -> AsyncIterator[str]:
-    """A migrated, seeded database of the local PostgreSQL (svc_proof_*), dropped after."""
-    name = f"svc_proof_{uuid.uuid4().hex[:12]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
-    try:
-        await migrate_and_seed(_pg_url(POSTGRES_ADMIN_DSN, name))
-        yield name
-    finally:
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def via_proxy(proxy: FaultProxy, database: str) -> str:

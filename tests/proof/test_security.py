@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import random
 import secrets
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -26,9 +24,9 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_DSN, _pg_url
-from tests.ops.conftest import admin_execute, asyncpg_dsn, migrate_and_seed, serve_settings
+from tests.ops.conftest import asyncpg_dsn, serve_settings
 from tests.ops.servers import Served, serve
+from tests.proof.conftest import proof_database
 
 TOKENS = (f"proof-a-{secrets.token_hex(12)}", f"proof-b-{secrets.token_hex(12)}")
 WRONG_TOKENS = (
@@ -61,19 +59,6 @@ class Exchange:
         yield "body", self.response.text
         for name, value in self.response.headers.multi_items():
             yield f"header {name}", f"{name}: {value}"
-
-
-@contextlib.asynccontextmanager
-async def proof_database() -> AsyncIterator[tuple[str, str]]:
-    """A migrated, seeded PostgreSQL database of this suite's own (svc_proof_*), then dropped."""
-    name = f"svc_proof_{uuid.uuid4().hex[:12]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = _pg_url(POSTGRES_ADMIN_DSN, name)
-        await migrate_and_seed(url)
-        yield name, url
-    finally:
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

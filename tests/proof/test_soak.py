@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,15 +40,14 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from tests.conftest import POSTGRES_ADMIN_DSN, TOKEN, _pg_url
+from tests.conftest import TOKEN
 from tests.ops.conftest import (
-    admin_execute,
     metric_value,
-    migrate_and_seed,
     serve_settings,
     sessions_of,
 )
 from tests.ops.servers import Served, serve, serve_env
+from tests.proof.conftest import proof_database
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 SOAK_CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "8"))
@@ -139,19 +137,6 @@ def scenario() -> dict[str, Any]:
 
 
 # --- the database, the cache prefix --------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def proof_database() -> AsyncIterator[tuple[str, str]]:
-    """A migrated, seeded PostgreSQL database of this suite's own (svc_proof_*), then dropped."""
-    name = f"svc_proof_{uuid.uuid4().hex[:12]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = _pg_url(POSTGRES_ADMIN_DSN, name)
-        await migrate_and_seed(url)
-        yield name, url
-    finally:
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def drop_prefix(prefix: str) -> int:
