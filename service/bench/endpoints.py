@@ -62,6 +62,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 USERS, GROUPS, GROUPS_EACH = 1000, 100, 5
 STARTUP_SECONDS = 60.0
 WARMUP_SECONDS = 2
+# Before each recorded phase, this much of the same load unrecorded: a phase then measures
+# its endpoint's steady state, not the wake of the phase before it (whose database work
+# can still be settling when the next endpoint starts).
+SETTLE_SECONDS = 1
 UVICORN = ("--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http", "httptools")
 
 # name, server, extra request headers
@@ -165,6 +169,7 @@ async def run_endpoints(
     tool: str = "auto",
     service_env: Sequence[tuple[str, str]] = (),
     warmup_seconds: int = WARMUP_SECONDS,
+    settle_seconds: int = SETTLE_SECONDS,
 ) -> EndpointsReport:
     """Seed, start the seven servers, check their data, drive them in rotated rounds."""
     if seconds < 1 or connections < 1 or rounds < 1:
@@ -203,6 +208,7 @@ async def run_endpoints(
                     phases = await drive(
                         servers, chosen, token=token, seconds=seconds,
                         connections=connections, rounds=rounds, warmup_seconds=warmup_seconds,
+                        settle_seconds=settle_seconds,
                     )  # fmt: skip
                     load_after = os.getloadavg()[0]
                     warnings += [f"{s.name}: {line}" for s in servers.values() for line in _log(s)]
@@ -351,28 +357,24 @@ async def drive(
     connections: int,
     rounds: int,
     warmup_seconds: int = WARMUP_SECONDS,
+    settle_seconds: int = SETTLE_SECONDS,
 ) -> list[Phase]:
     phases: list[Phase] = []
     # A warm-up per endpoint, not recorded: pools filled, statements prepared, caches full.
     for _, server_name, extra in ENDPOINTS if warmup_seconds > 0 else ():
         headers = (("Authorization", f"Bearer {token}"), *extra)
-        base = servers[server_name].base
-        if tool == "wrk":
-            await load_with_wrk("warm-up", 0, base + PATH, headers, warmup_seconds, connections)
-        else:
-            await load_with_runner("warm-up", 0, base, headers, warmup_seconds, connections)
+        await _load(
+            tool, "warm-up", servers[server_name].base, headers, warmup_seconds, connections
+        )
     for number in range(1, rounds + 1):
         shift = (number - 1) % len(ENDPOINTS)
         for name, server_name, extra in ENDPOINTS[shift:] + ENDPOINTS[:shift]:
             server = servers[server_name]
             headers = (("Authorization", f"Bearer {token}"), *extra)
+            if settle_seconds > 0:
+                await _load(tool, "settle", server.base, headers, settle_seconds, connections)
             cpu_before = _cpu_seconds(server.pid)
-            if tool == "wrk":
-                phase = await load_with_wrk(name, number, server.base + PATH, headers, seconds,
-                                            connections)  # fmt: skip
-            else:
-                phase = await load_with_runner(name, number, server.base, headers, seconds,
-                                               connections)  # fmt: skip
+            phase = await _load(tool, name, server.base, headers, seconds, connections, number)
             cpu = _cpu_seconds(server.pid) - cpu_before
             phases.append(Phase(name, number, phase[0], phase[1], phase[2], phase[3], phase[4],
                                 cpu))  # fmt: skip
@@ -380,6 +382,20 @@ async def drive(
 
 
 Measured = tuple[int, float, float, float, int]  # requests, seconds, p50 ms, p99 ms, errors
+
+
+async def _load(
+    tool: str,
+    name: str,
+    base: str,
+    headers: Sequence[tuple[str, str]],
+    seconds: int,
+    connections: int,
+    number: int = 0,
+) -> Measured:
+    if tool == "wrk":
+        return await load_with_wrk(name, number, base + PATH, headers, seconds, connections)
+    return await load_with_runner(name, number, base, headers, seconds, connections)
 
 
 async def load_with_wrk(
