@@ -104,3 +104,20 @@ class Permission(Base):
         lazy="raise",
         passive_deletes=True,
     )
+
+
+# In the order of an ascending sort on a nullable column (NULLs last), so a keyset cursor
+# enters them at its row (service/query/options.py; migration 0003).
+for _model, _column in (
+    (User, User.display_name),
+    (User, User.created),
+    (Group, Group.display_name),
+    (Group, Group.created),
+    (Permission, Permission.description),
+):
+    Index(
+        f"ix_{_model.__tablename__}_{_column.key}_nulls_last",
+        _column.is_(None),
+        _column,
+        _model.id,
+    )

@@ -26,7 +26,7 @@ from service.db import make_engine
 from service.migrations import run_upgrade
 from service.query.canonical import binding
 from service.query.cursor import attach_cursor
-from service.query.options import build_list_select, order_term, where_clause
+from service.query.options import build_list_select, order_terms, where_clause
 from service.query.params import parse_query_string
 from service.query.plan import ListQuery, build_list_query
 from service.query.values import Scalar
@@ -185,7 +185,7 @@ async def deep_cursor(services: Services, query: ListQuery, *, skip: int) -> str
     statement = (
         select(*(getattr(model, key.name) for key in query.sort))
         .where(*where_clause(query))
-        .order_by(*(order_term(resource, model, key) for key in query.sort))
+        .order_by(*order_terms(resource, model, query.sort))
         .offset(skip - 1)
         .limit(1)
     )

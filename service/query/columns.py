@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import ARRAY, Integer, Select, Table, any_, bindparam, select
 
-from service.query.options import keyset_condition, order_term, where_clause
+from service.query.options import keyset_condition, order_terms, where_clause
 from service.query.plan import ListQuery, Plan
 from service.resources import RESOURCES
 
@@ -45,7 +45,7 @@ def build_page_select(query: ListQuery) -> Select[Any]:
     if query.after is not None:
         model = resource.model
         statement = statement.where(keyset_condition(resource, model, query.sort, query.after))
-    order = [order_term(resource, resource.model, key) for key in query.sort]
+    order = order_terms(resource, resource.model, query.sort)
     return statement.order_by(*order).limit(query.limit + 1)
 
 

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased, load_only, selectinload
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement, UnaryExpression
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from service.query.params import SortKey
 from service.query.plan import Condition, ListQuery, Plan, Scope
@@ -33,8 +45,7 @@ def build_list_select(query: ListQuery) -> Select[Any]:
     statement = select(model).options(*to_load_options(query.plan)).where(*where_clause(query))
     if query.after is not None:
         statement = statement.where(keyset_condition(resource, model, query.sort, query.after))
-    order = [order_term(resource, model, key) for key in query.sort]
-    return statement.order_by(*order).limit(query.limit + 1)
+    return statement.order_by(*order_terms(resource, model, query.sort)).limit(query.limit + 1)
 
 
 def build_count_select(query: ListQuery) -> Select[Any]:
@@ -169,21 +180,61 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def order_term(resource: Resource, model: Any, key: SortKey) -> UnaryExpression[Any]:
-    attribute = resource.attribute(key.name)
-    assert attribute is not None
-    column = getattr(model, key.name)
-    term: UnaryExpression[Any] = column.desc() if key.descending else column.asc()
-    if not attribute.nullable:
-        return term  # an explicit NULLS clause would keep SQLite from using an index
-    # NULL sorts as the largest value: last ascending, first descending, on both backends.
-    return term.nulls_first() if key.descending else term.nulls_last()
+def order_terms(resource: Resource, model: Any, sort: tuple[SortKey, ...]) -> list[Any]:
+    """ORDER BY for the sort keys, NULL sorting as the largest value on both backends:
+    last ascending (`AscendingNullsLast`), first descending."""
+    terms: list[Any] = []
+    for key in sort:
+        attribute = resource.attribute(key.name)
+        assert attribute is not None
+        column = getattr(model, key.name)
+        if not attribute.nullable:
+            # An explicit NULLS clause would keep SQLite from using an index.
+            terms.append(column.desc() if key.descending else column.asc())
+        elif key.descending:
+            terms.append(column.desc().nulls_first())
+        else:
+            terms.append(AscendingNullsLast(column))
+    return terms
+
+
+class AscendingNullsLast(ColumnElement[Any]):
+    """The ORDER BY term `col ASC NULLS LAST`.
+
+    PostgreSQL gets `col IS NULL, col`: the same order, in the shape of its
+    `(col IS NULL, col, id)` indexes, which a keyset cursor then enters at its row.
+    SQLite keeps the plain form: its index on `col` serves it, and it would not range over
+    an expression index with a row value anyway.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(AscendingNullsLast)
+def _compile_nulls_last(element: AscendingNullsLast, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} ASC NULLS LAST"
+
+
+@compiles(AscendingNullsLast, "postgresql")
+def _compile_nulls_last_postgresql(
+    element: AscendingNullsLast, compiler: SQLCompiler, **kw: Any
+) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} IS NULL, {column}"
 
 
 def keyset_condition(
     resource: Resource, model: Any, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
 ) -> ColumnElement[bool]:
     """Rows strictly after `after` in the sort order, NULLs counted as the largest value."""
+    row = _row_after(resource, model, sort, after)
+    if row is not None:
+        return row
     disjuncts: list[ColumnElement[bool]] = []
     equal_so_far: list[ColumnElement[bool]] = []
     for key, value in zip(sort, after, strict=True):
@@ -199,12 +250,38 @@ def keyset_condition(
     return and_(or_(*disjuncts), *_leading_bound(resource, model, sort[0], after[0]))
 
 
+def _row_after(
+    resource: Resource, model: Any, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
+) -> ColumnElement[bool] | None:
+    """`(a IS NULL, a, ..., id) > (false, v, ..., x)` when every key is ascending and the
+    cursor holds no NULL: one row comparison, which PostgreSQL turns into an index range
+    starting at the cursor. The OR form below hides that range when the first key is an
+    ascending nullable one (its NULLs come after every value), so that case uses this."""
+    first = resource.attribute(sort[0].name)
+    assert first is not None
+    if not first.nullable or any(key.descending for key in sort) or None in after:
+        return None
+    columns: list[Any] = []
+    values: list[Any] = []
+    for key, value in zip(sort, after, strict=True):
+        attribute = resource.attribute(key.name)
+        assert attribute is not None
+        column = getattr(model, key.name)
+        if attribute.nullable:
+            columns.append(column.is_(None))
+            values.append(literal(False))
+        columns.append(column)
+        values.append(literal(value, type_=column.type))
+    return tuple_(*columns) > tuple_(*values)
+
+
 def _leading_bound(
     resource: Resource, model: Any, key: SortKey, value: Scalar | None
 ) -> list[ColumnElement[bool]]:
     """A redundant range on the first key, so PostgreSQL can start the index scan at the
     cursor instead of filtering every earlier row (the OR above hides the range from it).
-    Ascending nullable keys get none: their NULLs come last and no single range holds them."""
+    Ascending nullable keys get none: their NULLs come last and no single range holds them
+    (`_row_after` serves them when it can)."""
     attribute = resource.attribute(key.name)
     assert attribute is not None
     if value is None:

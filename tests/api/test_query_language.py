@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.app import create_app
 from service.models import Group, Permission, User, group_permission, user_group
+from service.query.columns import build_page_select
+from service.query.memo import plan_list
 from service.resources import RESOURCES, AttrType
 from tests.api.test_reads import levels_with_rows, server_timing_queries
 from tests.conftest import TOKEN, StatementLog, make_test_settings
@@ -606,6 +608,8 @@ KEYSET_SORTS = (
     "-display_name",
     "-created,name",
     "created",
+    "display_name,name",  # all ascending: one row comparison
+    "created,display_name",  # two nullable keys: a row comparison until a cursor holds NULL
     "-created",
     "display_name,-created",
     "-display_name,-id",
@@ -637,6 +641,43 @@ async def test_keyset_walk_with_filters_and_null_sort_values(
         expected = reference.select("users", filters, sort)
         assert result.ids == expected
         assert any(reference.rows["users"][i]["display_name"] is None for i in expected)
+
+
+async def test_a_deep_ascending_page_on_a_nullable_key_starts_at_its_cursor(
+    backend: str, seeded_url: str, client: httpx.AsyncClient, statements: StatementLog
+) -> None:
+    """NULLs sort last ascending, so "after the cursor" is the larger values and then every
+    NULL: one row comparison over `(col IS NULL, col, id)`, which an index of that shape
+    answers as a range (a plain index on `col` was walked from its start)."""
+    params = {"sort": "display_name", "fields": "id", "limit": "5"}
+    cursor = await first_cursor(client, "/users", params)
+    statements.clear()
+    response = await client.get("/users", params={**params, "cursor": cursor})
+    assert response.status_code == 200
+    (page,) = statements.selects()
+    assert "IS NULL, auth_user.display_name, auth_user.id) >" in page, page
+    if backend != "postgres":
+        return
+    # The plan of that page with sequential scans ruled out: the comparison must be an index
+    # condition on the `(display_name IS NULL, display_name, id)` index, not a filter.
+    app = create_app(make_test_settings(seeded_url, cache_url="none"))
+    query = plan_list(
+        "users", f"sort=display_name&fields=id&limit=5&cursor={cursor}".encode(),
+        private_ok=False, limits=app.state.services.limits, scope=None,
+        codec=app.state.services.reader.codec,
+    )  # fmt: skip
+    engine = create_async_engine(seeded_url)
+    try:
+        sql = str(build_page_select(query).compile(engine, compile_kwargs={"literal_binds": True}))
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SET enable_seqscan = off")
+            rows = await connection.exec_driver_sql(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in rows)
+    finally:
+        await engine.dispose()
+        await app.state.services.db.engine.dispose()
+    assert "ix_auth_user_display_name_nulls_last" in plan, plan
+    assert "Index Cond: (ROW(" in plan, plan
 
 
 async def first_cursor(client: httpx.AsyncClient, path: str, params: Params) -> str:
