@@ -38,9 +38,7 @@ def _name(table: str, column: str) -> str:
 
 def upgrade() -> None:
     for table, column in NULLABLE_SORT_COLUMNS:
-        op.create_index(
-            _name(table, column), table, [sa.text(f"({column} IS NULL)"), column, "id"]
-        )
+        op.create_index(_name(table, column), table, [sa.text(f"({column} IS NULL)"), column, "id"])
 
 
 def downgrade() -> None:
