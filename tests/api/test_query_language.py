@@ -875,6 +875,8 @@ SUB_COLLECTIONS = [
     ("groups", "users", [("groups.name", "ne", "group0011")], "-display_name"),
     ("groups", "permissions", [("description", "contains", "A")], "-description"),
     ("permissions", "groups", [("created", "gte", "2023-01-02T12:00:00+02:00")], "-name"),
+    ("groups", "users", [], "display_name"),  # ascending nullable: the row comparison
+    ("groups", "permissions", [], "description,name"),
 ]
 
 
