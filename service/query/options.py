@@ -63,6 +63,7 @@ class FoldCase(ColumnElement[str]):
     """
 
     inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
 
     def __init__(self, column: Any) -> None:
         self.column = column
