@@ -16,12 +16,12 @@ routed read (service/api/reads.py), so a response does not depend on which one s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.caching import CACHE_HEADERS, LOOKUP_STATE, asks_no_cache, etag_matches
 from service.api.deps import Services
@@ -38,7 +38,7 @@ from service.resources import RESOURCES
 from service.timing import current_stats
 
 READ_STATE = "read"  # where HitPath leaves the read it worked out
-FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.items()]
+_FIXED_HEADERS = [(k.lower().encode(), v.encode()) for k, v in CACHE_HEADERS.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +179,22 @@ async def _send(send: Send, served: Served, *, if_none_match: str | None) -> Non
     stats = current_stats.get()
     if stats is not None:
         stats.cache = served.outcome.value
-    headers = [*FIXED_HEADERS, (b"etag", served.etag.encode())]
-    if etag_matches(if_none_match, served.etag):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-length", str(len(served.body)).encode()),
-        (b"content-type", b"application/json"),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": served.body})
+    _status, start, body = served_messages(served, if_none_match)
+    await send(start)
+    await send(body)
+
+
+def served_messages(
+    served: Served, if_none_match: str | None, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, Message, Message]:
+    """Status, start and body messages for a served page: a 304 when the client holds its
+    ETag, else 200 and the body; `extra` headers go last."""
+    etag = served.etag
+    status = 304 if etag_matches(if_none_match, etag) else 200
+    headers = [*_FIXED_HEADERS, (b"etag", etag.encode())]
+    body = served.body if status == 200 else b""
+    if status == 200:
+        headers += [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    headers += extra
+    start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+    return status, start, {"type": "http.response.body", "body": body}

@@ -16,16 +16,17 @@ import time
 
 from starlette.types import Message, Scope, Send
 
-from service.api.caching import LOOKUP_STATE, asks_no_cache, etag_matches
+from service.api.caching import LOOKUP_STATE, asks_no_cache
 from service.api.deps import Services
-from service.api.fastpath import FIXED_HEADERS, READ_STATE, Read, read_of, text_of
+from service.api.fastpath import READ_STATE, Read, read_of, served_messages, text_of
 from service.api.middleware import record_request, request_id_from, url_bytes
-from service.cache import CacheUnavailable, Served
+from service.cache import CacheUnavailable, Outcome, Served
 from service.metrics import IN_FLIGHT
 from service.timing import timing_tail
 
 logger = logging.getLogger("service.requests")
-_HIT = "HIT"
+_HIT = Outcome.HIT.value
+_HIT_BYTES = _HIT.encode()
 
 
 class HitPath:
@@ -91,17 +92,10 @@ def _hit_response(
     served: Served, headers: dict[bytes, bytes], started: float, request_id: str
 ) -> tuple[int, Message, Message]:
     """The same status, headers and body as the stack would send for this entry."""
-    etag = served.etag
-    status = 304 if etag_matches(text_of(headers.get(b"if-none-match")), etag) else 200
-    out = [*FIXED_HEADERS, (b"etag", etag.encode())]
-    body = served.body if status == 200 else b""
-    if status == 200:
-        out += [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
     timing = timing_tail(0, 0.0, time.perf_counter() - started)
-    out += [
+    context = (
         (b"server-timing", timing.encode()),
         (b"x-request-id", request_id.encode()),
-        (b"x-cache", _HIT.encode()),
-    ]
-    start = {"type": "http.response.start", "status": status, "headers": out}
-    return status, start, {"type": "http.response.body", "body": body}
+        (b"x-cache", _HIT_BYTES),
+    )
+    return served_messages(served, text_of(headers.get(b"if-none-match")), context)

@@ -53,7 +53,21 @@ def build_count_select(query: ListQuery) -> Select[Any]:
     return select(func.count()).select_from(model).where(*where_clause(query))
 
 
-class FoldCase(ColumnElement[str]):
+class ColumnWrapper(ColumnElement[Any]):
+    """An SQL construct around one column, compiled per backend by `@compiles` functions.
+
+    The column counts in SQLAlchemy's cache key, so statements using it stay cacheable and
+    two columns never share compiled SQL."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+class FoldCase(ColumnWrapper):
     """Unicode lower-casing on both backends.
 
     On PostgreSQL the text columns are COLLATE "C", whose lower() folds ASCII only, so
@@ -63,11 +77,6 @@ class FoldCase(ColumnElement[str]):
     """
 
     inherit_cache = True
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, column: Any) -> None:
-        self.column = column
-        self.type = column.type
 
 
 @compiles(FoldCase)
@@ -199,7 +208,7 @@ def order_terms(resource: Resource, model: Any, sort: tuple[SortKey, ...]) -> li
     return terms
 
 
-class AscendingNullsLast(ColumnElement[Any]):
+class AscendingNullsLast(ColumnWrapper):
     """The ORDER BY term `col ASC NULLS LAST`.
 
     PostgreSQL gets `col IS NULL, col`: the same order, in the shape of its
@@ -209,11 +218,6 @@ class AscendingNullsLast(ColumnElement[Any]):
     """
 
     inherit_cache = True
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, column: Any) -> None:
-        self.column = column
-        self.type = column.type
 
 
 @compiles(AscendingNullsLast)
