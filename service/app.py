@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service import __version__
 from service.api.deps import Services
@@ -18,7 +18,7 @@ from service.api.docs import install_docs
 from service.api.fastpath import ReadPath
 from service.api.health import router as health_router
 from service.api.hits import HitPath
-from service.api.middleware import DeadlineMiddleware, RequestContextMiddleware
+from service.api.middleware import HEAD, DeadlineMiddleware, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.reads import make_read_router
 from service.api.writes import make_write_router
@@ -86,11 +86,27 @@ class ServiceApp(FastAPI):
     hits: HitPath | None = None  # None: every request goes through the stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":
+            # RFC 9110: HEAD is GET without the body, wherever GET is served.
+            scope, send = {**scope, "method": "GET", HEAD: True}, _without_body(send)
         hits = self.hits
-        is_get = scope["type"] == "http" and scope["method"] == "GET"
-        if is_get and hits is not None and await hits.answer(scope, send):
+        if scope["method"] == "GET" and hits is not None and await hits.answer(scope, send):
             return
         await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    """The response's status and headers (Content-Length included), no body bytes."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def create_app(settings: Settings) -> ServiceApp:
@@ -115,6 +131,7 @@ def create_app(settings: Settings) -> ServiceApp:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would be built from the Host header; one URL each
         telemetry=_telemetry(settings.opentelemetry),
     )
     app.state.services = services

@@ -67,6 +67,17 @@ class InvalidParameter(ServiceError):
         super().__init__(detail, (ErrorItem(detail, parameter=shown),))
 
 
+class InvalidHeader(ServiceError):
+    """A request header the service cannot read one way only (e.g. two `Authorization`s)."""
+
+    status = 400
+    code = "invalid-header"
+    title = "Invalid header"
+
+    def __init__(self, header: str, detail: str) -> None:
+        super().__init__(detail, (ErrorItem(detail, parameter=header),))
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
@@ -136,6 +147,16 @@ class Unavailable(ServiceError):
 
     def __init__(self, detail: str, *, retry_after: int = 1) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away before its request was read: not a server error (nginx's 499).
+
+    Nobody is left to read the problem; the status is what the log and the metrics record."""
+
+    status = 499
+    code = "client-closed-request"
+    title = "Client closed request"
 
 
 class HttpError(ServiceError):

@@ -6,6 +6,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from service.api.deps import Services
+from service.api.headers import read_headers, text_of
 from service.api.targets import CacheTarget
 from service.cache import Served
 from service.cache.layer import Produce
@@ -22,10 +23,11 @@ async def serve(
 ) -> Response:
     """Through the cache unless the request or the configuration says otherwise."""
     cache = services.cache
+    headers = read_headers(request.scope["headers"])
     if target.classes & services.settings.cache_skip:
         served = await cache.bypass(produce)
     else:
-        refresh = asks_no_cache(request.headers.get("cache-control"))
+        refresh = asks_no_cache(text_of(headers.get(b"cache-control")))
         looked_up = request.scope.get("state", {}).get(LOOKUP_STATE)
         if looked_up is not None and looked_up[0] != target.key:
             looked_up = None
@@ -36,15 +38,15 @@ async def serve(
             refresh=refresh,
             looked_up=None if looked_up is None else looked_up[1],
         )
-    return respond(request, served)
+    return respond(served, if_none_match=text_of(headers.get(b"if-none-match")))
 
 
-def respond(request: Request, served: Served) -> Response:
+def respond(served: Served, *, if_none_match: str | None) -> Response:
     stats = current_stats.get()
     if stats is not None:
         stats.cache = served.outcome.value
     headers = {**CACHE_HEADERS, "ETag": served.etag}
-    if etag_matches(request.headers.get("if-none-match"), served.etag):
+    if etag_matches(if_none_match, served.etag):
         return Response(status_code=304, headers=headers)
     return Response(served.body, media_type="application/json", headers=headers)
 

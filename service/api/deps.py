@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
+from service.api.headers import header, read_headers
 from service.auth import Caller, TokenVerifier, invalid_token
 from service.cache import ResponseCache
+from service.errors import NotFound
 from service.query.plan import Limits
+from service.query.values import INT_MAX
 from service.reading import Reader
 from service.repository import Database
 from service.settings import Settings
@@ -45,7 +48,7 @@ async def get_services(request: Request) -> Services:
 async def get_read_caller(request: Request) -> Caller:
     """Anonymous or token holder; a bad token is a 401 even on public reads."""
     services = services_of(request)
-    caller = services.tokens.caller(request.headers.get("authorization"))
+    caller = services.tokens.caller(authorization_of(request))
     if services.settings.read_requires_token and not caller.authenticated:
         raise invalid_token()
     return caller
@@ -54,11 +57,35 @@ async def get_read_caller(request: Request) -> Caller:
 async def get_write_caller(request: Request) -> Caller:
     """Writes need a valid token; with no tokens configured, every write is refused."""
     services = services_of(request)
-    caller = services.tokens.caller(request.headers.get("authorization"))
+    caller = services.tokens.caller(authorization_of(request))
     if not caller.authenticated:
         raise invalid_token()
     return caller
 
+
+def authorization_of(request: Request) -> str | None:
+    """The one `Authorization` header, read as every other path reads it."""
+    return header(read_headers(request.scope["headers"]), b"authorization")
+
+
+def canonical_id(text: str) -> int | None:
+    """The id a path segment spells in its one canonical form (`1`, never `01`, `+1`, `1_0`
+    or ` 1`), or None."""
+    if not text.isascii() or not text.isdigit() or text.startswith("0") or len(text) > 10:
+        return None
+    value = int(text)
+    return value if value <= INT_MAX else None
+
+
+async def check_canonical_id(request: Request) -> None:
+    """A path id in any other spelling names no resource: 404 before the id is parsed."""
+    if canonical_id(str(request.path_params.get("id", ""))) is None:
+        raise NotFound("no such resource")
+
+
+# The id's schema for the OpenAPI document; `check_canonical_id` has refused other spellings.
+IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
+CANONICAL_ID = Depends(check_canonical_id)
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 ReadCallerDep = Annotated[Caller, Depends(get_read_caller)]

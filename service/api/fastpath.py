@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.caching import CACHE_HEADERS, LOOKUP_STATE, asks_no_cache, etag_matches
-from service.api.deps import Services
+from service.api.deps import Services, canonical_id
+from service.api.headers import Headers, header, read_headers, text_of
 from service.api.problems import problem_response
 from service.api.targets import CacheTarget, item_target, list_target
 from service.auth import Caller
@@ -32,7 +33,6 @@ from service.cache import Served
 from service.errors import ServiceError
 from service.query.memo import plan_item, plan_list
 from service.query.plan import Scope as Subcollection
-from service.query.values import INT_MAX
 from service.reading import Reader
 from service.resources import RESOURCES
 from service.timing import current_stats
@@ -63,7 +63,7 @@ class ReadPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            headers = dict(scope["headers"])
+            headers = read_headers(scope["headers"])
             services: Services = scope["app"].state.services
             read = scope.get("state", {}).get(READ_STATE) or read_of(scope, headers, services)
             if read is not None:
@@ -77,7 +77,7 @@ class ReadPath:
         scope: Scope,
         receive: Receive,
         send: Send,
-        headers: dict[bytes, bytes],
+        headers: Headers,
         services: Services,
         read: Read,
     ) -> None:
@@ -102,10 +102,10 @@ class ReadPath:
         await _send(send, served, if_none_match=text_of(headers.get(b"if-none-match")))
 
 
-def read_of(scope: Scope, headers: dict[bytes, bytes], services: Services) -> Read | None:
+def read_of(scope: Scope, headers: Headers, services: Services) -> Read | None:
     """The request's read, or None when the routes should answer it."""
     try:
-        caller = services.tokens.caller(text_of(headers.get(b"authorization")))
+        caller = services.tokens.caller(header(headers, b"authorization"))
         if services.settings.read_requires_token and not caller.authenticated:
             return None
         return _memoized_read(
@@ -120,9 +120,9 @@ def _memoized_read(
     path: str, root: str, query_string: bytes, caller: Caller, services: Services
 ) -> Read | None:
     """Pure in its arguments (services compare by identity); errors raise, never remembered."""
-    parts = path.strip("/").split("/")
+    parts = path.split("/")[1:]  # a resource has one URL: no empty segment anywhere
     resource = RESOURCES.get(parts[0])
-    if resource is None or len(parts) > 3 or path.endswith("/"):
+    if resource is None or len(parts) > 3 or "" in parts:
         return None
     limits, access, codec = services.limits, caller.access_class, services.reader.codec
     private_ok = caller.authenticated
@@ -137,7 +137,7 @@ def _memoized_read(
             list_target(query, path=link, access=access, kind="list"),
             partial(Reader.list_body, query=query, base_path=link),
         )
-    identifier = _id(parts[1])
+    identifier = canonical_id(parts[1])
     if identifier is None:
         return None
     if len(parts) == 2:
@@ -161,18 +161,6 @@ def _memoized_read(
         list_target(query, path=link, access=access, kind="related"),
         partial(Reader.list_body, query=query, base_path=link),
     )
-
-
-def _id(text: str) -> int | None:
-    """Only the canonical spelling of a valid id; the router handles the rest."""
-    if not text.isascii() or not text.isdigit() or text.startswith("0") or len(text) > 10:
-        return None
-    value = int(text)
-    return value if value <= INT_MAX else None
-
-
-def text_of(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
 
 
 async def _send(send: Send, served: Served, *, if_none_match: str | None) -> None:

@@ -18,8 +18,9 @@ from starlette.types import Message, Scope, Send
 
 from service.api.caching import LOOKUP_STATE, asks_no_cache
 from service.api.deps import Services
-from service.api.fastpath import READ_STATE, Read, read_of, served_messages, text_of
-from service.api.middleware import record_request, request_id_from, url_bytes
+from service.api.fastpath import READ_STATE, Read, read_of, served_messages
+from service.api.headers import Headers, read_headers, text_of
+from service.api.middleware import method_of, record_request, request_id_from, url_bytes
 from service.cache import CacheUnavailable, Outcome, Served
 from service.metrics import IN_FLIGHT
 from service.timing import timing_tail
@@ -41,7 +42,7 @@ class HitPath:
     async def answer(self, scope: Scope, send: Send) -> bool:
         """True when the response has been sent; False leaves the request to the stack."""
         started = time.perf_counter()
-        headers = dict(scope["headers"])
+        headers = read_headers(scope["headers"])
         cache = self.services.cache
         try:
             read = self._read(scope, headers)
@@ -68,11 +69,17 @@ class HitPath:
             IN_FLIGHT.dec()
         seconds = time.perf_counter() - started
         record_request(
-            "GET", read.template, status, seconds, queries=0, cache=_HIT, request_id=request_id
+            method_of(scope),
+            read.template,
+            status,
+            seconds,
+            queries=0,
+            cache=_HIT,
+            request_id=request_id,
         )
         return True
 
-    def _read(self, scope: Scope, headers: dict[bytes, bytes]) -> Read | None:
+    def _read(self, scope: Scope, headers: Headers) -> Read | None:
         """The read to look up, or None when the cache is not to be asked."""
         if url_bytes(scope) > self.max_url_bytes:
             return None  # the stack's 414
@@ -89,7 +96,7 @@ class HitPath:
 
 
 def _hit_response(
-    served: Served, headers: dict[bytes, bytes], started: float, request_id: str
+    served: Served, headers: Headers, started: float, request_id: str
 ) -> tuple[int, Message, Message]:
     """The same status, headers and body as the stack would send for this entry."""
     timing = timing_tail(0, 0.0, time.perf_counter() - started)

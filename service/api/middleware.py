@@ -14,6 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.headers import read_headers
 from service.api.problems import problem_response
 from service.errors import ServiceError, Unavailable, UriTooLong
 from service.metrics import IN_FLIGHT, observe_request
@@ -21,6 +22,12 @@ from service.timing import RequestStats, current_stats
 
 logger = logging.getLogger("service.requests")
 _REQUEST_ID_MAX = 128
+HEAD = "service.head"  # scope key: a HEAD request, served as a GET without its body
+
+
+def method_of(scope: Scope) -> str:
+    """The request's method as the client sent it (HEAD runs as GET inside)."""
+    return "HEAD" if scope.get(HEAD) else str(scope["method"])
 
 
 class RequestContextMiddleware:
@@ -36,7 +43,7 @@ class RequestContextMiddleware:
             return
         stats = RequestStats()
         token = current_stats.set(stats)
-        request_id = request_id_from(dict(scope["headers"]).get(b"x-request-id"))
+        request_id = request_id_from(read_headers(scope["headers"]).get(b"x-request-id"))
         response = _ResponseState()
 
         async def send_with_headers(message: Message) -> None:
@@ -60,7 +67,7 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.perf_counter() - stats.started
             record_request(
-                scope["method"], route, response.status, seconds,
+                method_of(scope), route, response.status, seconds,
                 queries=stats.queries, cache=stats.cache, request_id=request_id,
             )  # fmt: skip
 
@@ -110,6 +117,14 @@ class DeadlineMiddleware:
             async with asyncio.timeout(self.deadline_seconds):
                 await asyncio.shield(handler)
         except TimeoutError:
+            if _commit_sent():
+                # A write whose COMMIT is on its way is answered with its outcome: a 503 now
+                # could tell the client "not written" about a write that then lands. The
+                # wait for it is bounded by one more deadline (then it is undetermined).
+                done, _ = await asyncio.wait({handler}, timeout=self.deadline_seconds)
+                if done:
+                    handler.result()
+                    return
             response.abandoned = True
             handler.cancel()
             handler.add_done_callback(_forget)
@@ -120,6 +135,11 @@ class DeadlineMiddleware:
         except asyncio.CancelledError:
             handler.cancel()
             raise
+
+
+def _commit_sent() -> bool:
+    stats = current_stats.get()
+    return stats is not None and stats.committing
 
 
 def record_request(

@@ -67,8 +67,9 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
 
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    """Every method some route serves at this path, HEAD excluded."""
-    return sorted(_methods(app.router.routes, {**scope, "method": "GET"}) - {"HEAD"})
+    """Every method some route serves at this path, and HEAD wherever GET is."""
+    methods = _methods(app.router.routes, {**scope, "method": "GET"})
+    return sorted(methods | {"HEAD"} if "GET" in methods else methods)
 
 
 def _methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:

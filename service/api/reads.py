@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api import caching
-from service.api.deps import ReadCallerDep, Services, ServicesDep
+from service.api.deps import CANONICAL_ID, IdPath, ReadCallerDep, Services, ServicesDep
 from service.api.targets import item_target, list_target
 from service.auth import Caller
 from service.openapi import (
@@ -22,12 +20,10 @@ from service.openapi import (
 )
 from service.query.memo import plan_item, plan_list
 from service.query.plan import ListQuery, Scope
-from service.query.values import INT_MAX
 from service.resources import RESOURCES, Relationship, Resource
 from service.settings import Settings
 from service.timing import stage
 
-IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
 READ_ERRORS = (400, 401, 403, 503)
 
 
@@ -91,6 +87,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
 
     @router.get(
         f"/{resource.name}/{{id}}",
+        dependencies=[CANONICAL_ID],
         summary=f"Get one of {resource.name}",
         response_class=Response,
         responses={
@@ -133,6 +130,7 @@ def _add_sub_collection(
 
     @router.get(
         f"/{parent.name}/{{id}}/{relationship.name}",
+        dependencies=[CANONICAL_ID],
         summary=f"List the {relationship.name} of one of {parent.name}",
         response_class=Response,
         responses={

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.body import read_json
-from service.api.deps import ServicesDep, WriteCallerDep
+from service.api.deps import CANONICAL_ID, IdPath, ServicesDep, WriteCallerDep
 from service.api.reads import json_response
 from service.openapi import (
     create_body,
@@ -24,13 +22,11 @@ from service.openapi import (
 )
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Plan, build_plan
-from service.query.values import INT_MAX
 from service.resources import Resource
 from service.schemas import parse_create_body, parse_update_body
 from service.settings import Settings
 from service.timing import stage
 
-IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
 WRITE_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 
 
@@ -74,6 +70,7 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
 
     @router.patch(
         f"/{resource.name}/{{id}}",
+        dependencies=[CANONICAL_ID],
         summary=f"Change one of {resource.name}",
         response_class=Response,
         responses={
@@ -101,6 +98,7 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
 
     @router.delete(
         f"/{resource.name}/{{id}}",
+        dependencies=[CANONICAL_ID],
         summary=f"Delete one of {resource.name}",
         status_code=204,
         response_class=Response,
