@@ -16,6 +16,7 @@ class RequestStats:
     db_seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
     cache: str | None = None
+    committing: bool = False  # a write's COMMIT was sent: its answer must say what happened
 
     def add_stage(self, name: str, seconds: float) -> None:
         self.stages[name] = self.stages.get(name, 0.0) + seconds

@@ -1,4 +1,4 @@
-"""The write pipeline: check against stored data, write all or nothing, tell the cache, re-read."""
+"""The write pipeline: check, write, read back and tell the cache, all before COMMIT."""
 
 from __future__ import annotations
 
@@ -32,9 +32,16 @@ Pointer = Callable[[int], str]  # item index -> JSON pointer prefix ("" for a si
 
 
 class ChangeListener(Protocol):
-    """Told which tables a committed write changed, before the response is sent."""
+    """Told which tables a write changes: before it commits, and again once it has."""
 
-    async def tables_changed(self, tables: frozenset[str]) -> None: ...
+    def check_writable(self) -> None:
+        """Raise `Unavailable` when a write could not be made known now (nothing is begun)."""
+
+    async def tables_changing(self, tables: frozenset[str]) -> None:
+        """Inside the transaction, last before COMMIT; raising `Unavailable` rolls it back."""
+
+    async def tables_changed(self, tables: frozenset[str]) -> None:
+        """After COMMIT, before the response is sent; never raises."""
 
 
 class Writer:
@@ -57,6 +64,8 @@ class Writer:
         await self._hash_secrets(resource, rows)
         _check_unique_within(resource, rows, prefix)
         links = [_link_values(resource, item) for item in items]
+        changed = _changed_tables(resource, links)
+        self.listener.check_writable()
         async with self.db.session() as session:
             try:
                 async with write_transaction(session):
@@ -70,10 +79,11 @@ class Writer:
                                 for target in link.get(relationship.ids_field, [])
                             ]
                             await insert_links(session, relationship, pairs)
+                    body = await self._read_back(session, plan, ids, single=single)
+                    await self.listener.tables_changing(changed)
             except sa_exc.IntegrityError:
                 raise await self._explain_clash(session, resource, rows, prefix) from None
-            await self.listener.tables_changed(_changed_tables(resource, links))
-            body = await self._read_back(session, plan, ids, single=single)
+        await self.listener.tables_changed(changed)
         return body, ids
 
     async def update(
@@ -84,6 +94,8 @@ class Writer:
         values = _attribute_values(resource, patch)
         await self._hash_secrets(resource, [values])
         link = _link_values(resource, patch)
+        changed = _changed_tables(resource, [link]) if values else _link_tables(resource, [link])
+        self.listener.check_writable()
         async with self.db.session() as session:
             try:
                 async with write_transaction(session):
@@ -95,23 +107,24 @@ class Writer:
                             await clear_links(session, relationship, identifier)
                             pairs = [(identifier, t) for t in link[relationship.ids_field]]
                             await insert_links(session, relationship, pairs)
+                    body = await self._read_back(session, plan, [identifier], single=True)
+                    await self.listener.tables_changing(changed)
             except sa_exc.IntegrityError:
                 raise await self._explain_clash(
                     session, resource, [values], _no_index, excluding_id=identifier
                 ) from None
-            changed = (
-                _changed_tables(resource, [link]) if values else _link_tables(resource, [link])
-            )
-            await self.listener.tables_changed(changed)
-            return await self._read_back(session, plan, [identifier], single=True)
+        await self.listener.tables_changed(changed)
+        return body
 
     async def delete(self, resource_name: str, identifier: int) -> None:
         resource = RESOURCES[resource_name]
+        changed = frozenset(r.junction.name for r in resource.relationships) | {resource.table}
+        self.listener.check_writable()
         async with self.db.session() as session, write_transaction(session):
             if not await delete_row(session, resource, identifier):
                 raise not_found(resource.name, identifier)
-        every_link = frozenset(r.junction.name for r in resource.relationships)
-        await self.listener.tables_changed(every_link | {resource.table})
+            await self.listener.tables_changing(changed)
+        await self.listener.tables_changed(changed)
 
     async def _hash_secrets(self, resource: Resource, rows: list[dict[str, Any]]) -> None:
         for secret in resource.secrets:

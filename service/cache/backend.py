@@ -35,6 +35,14 @@ def etag_of(body: bytes) -> str:
 
 class CacheBackend(Protocol):
     name: str
+    # Shared by several instances: a write must reach it before it commits, or the others
+    # would go on serving what it changed (SPEC, Caching: the partial outage).
+    shared: bool
+
+    @property
+    def reachable(self) -> bool:
+        """False while the backend is known to be out of reach (a write would be refused)."""
+        ...
 
     async def lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Versions, Entry | None]:
         """The current versions of `tables` and the entry stored at `key`, in one round trip."""
@@ -53,6 +61,8 @@ class NullBackend:
     """CACHE_URL=none: every request goes to the database."""
 
     name = "none"
+    shared = False
+    reachable = True
 
     async def lookup(self, key: str, tables: tuple[str, ...]) -> tuple[Versions, Entry | None]:
         raise CacheUnavailable("caching is off")

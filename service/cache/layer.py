@@ -19,6 +19,7 @@ from service.cache.backend import (
 )
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
+from service.errors import Unavailable
 from service.metrics import cache_outcome
 from service.settings import Settings
 
@@ -86,6 +87,22 @@ class ResponseCache:
             return Served(entry.body, entry.etag, Outcome.HIT), lookup
         return None, lookup
 
+    def check_writable(self) -> None:
+        """Before a write begins: refused while the shared backend is out of reach."""
+        if self.backend.shared and not self.backend.reachable:
+            raise _unreachable()
+
+    async def tables_changing(self, tables: frozenset[str]) -> None:
+        """Last thing before a write commits: the shared backend hears of it first, or the
+        write is rolled back. Entries stored between this bump and the commit (by a reader
+        that still saw the old rows) are outdated again by the bump after the commit."""
+        if not self.backend.shared:
+            return  # one process: the bump after the commit is all it needs
+        try:
+            await self.backend.bump(tables)
+        except CacheUnavailable:
+            raise _unreachable() from None
+
     async def tables_changed(self, tables: frozenset[str]) -> None:
         """Called after a write commits, before its response is sent."""
         # If the circuit is open, closing it bumps the epoch, which covers this write.
@@ -132,6 +149,14 @@ class ResponseCache:
     def _count(self, served: Served) -> Served:
         cache_outcome(served.outcome.value).inc()
         return served
+
+
+def _unreachable() -> Unavailable:
+    return Unavailable(
+        "the shared cache cannot be reached, so the other instances could not learn of this "
+        "write; nothing was written",
+        retry_after=1,
+    )
 
 
 def make_backend(settings: Settings) -> CacheBackend:

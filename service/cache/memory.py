@@ -14,6 +14,8 @@ class MemoryBackend:
     """One process's cache. Not shared between workers: see CACHE_URL in the docs."""
 
     name = "memory"
+    shared = False
+    reachable = True
 
     def __init__(self, *, max_entries: int, max_bytes: int, ttl_seconds: float) -> None:
         self.max_entries = max_entries

@@ -34,6 +34,7 @@ class RedisBackend:
     """
 
     name = "redis"
+    shared = True
 
     def __init__(
         self,
@@ -66,6 +67,10 @@ class RedisBackend:
         self.circuit = Circuit(retry_seconds=retry_seconds, name="redis")
         self._epoch_key = f"{prefix}:epoch"
         self._reader = CoalescingReader(self._mget)
+
+    @property
+    def reachable(self) -> bool:
+        return self.circuit.closed
 
     def _version_key(self, table: str) -> str:
         return f"{self._prefix}:v:{table}"

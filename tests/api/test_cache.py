@@ -819,12 +819,26 @@ async def timed_get(client: httpx.AsyncClient, path: str, **kw: Any) -> httpx.Re
     return response
 
 
-async def timed_patch(client: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
+async def timed_patch(
+    client: httpx.AsyncClient, path: str, body: object, *, status: int = 200
+) -> httpx.Response:
     started = time.monotonic()
     response = await client.patch(path, json=body, headers=AUTH)
     assert time.monotonic() - started < BOUND, path
-    assert response.status_code == 200, response.text
+    assert response.status_code == status, response.text
     return response
+
+
+async def refused_while_unreachable(
+    client: httpx.AsyncClient, path: str, body: dict[str, str]
+) -> None:
+    """A write through an instance that cannot reach the shared cache is a 503 that wrote
+    nothing: the other instances could not have learnt of it (SPEC, Caching)."""
+    refused = await timed_patch(client, path, body, status=503)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+    stored = (await client.get(path, headers=NO_CACHE)).json()["data"]
+    assert all(stored[name] != value for name, value in body.items()), stored
 
 
 async def test_a_killed_redis_degrades_to_the_database_and_recovers_without_stale_data(
@@ -839,18 +853,14 @@ async def test_a_killed_redis_degrades_to_the_database_and_recovers_without_stal
         response = await timed_get(client, path)
         assert response.status_code == 200
         assert x_cache(response) == "BYPASS"
-    await timed_patch(client, "/groups/1", {"display_name": "During the outage"})
-    during = await timed_get(client, path)
-    assert (x_cache(during), during.json()["data"]["display_name"]) == (
-        "BYPASS",
-        "During the outage",
-    )
+    await refused_while_unreachable(client, "/groups/1", {"display_name": "During the outage"})
     redis_process.start()
     assert x_cache(await timed_get(client, path)) == "BYPASS"  # still cooling down
     await asyncio.sleep(RETRY + 0.1)
+    await timed_patch(client, "/groups/1", {"display_name": "After the outage"})
     recovered = await timed_get(client, path)
     assert x_cache(recovered) == "MISS"
-    assert recovered.json()["data"]["display_name"] == "During the outage"
+    assert recovered.json()["data"]["display_name"] == "After the outage"
     again = await client.get(path)
     assert (x_cache(again), again.content) == ("HIT", recovered.content)
 
@@ -867,9 +877,10 @@ async def test_a_hung_redis_never_hangs_a_request_and_stale_entries_die_with_the
     for path in paths * 2:
         response = await timed_get(client, path)
         assert (response.status_code, x_cache(response)) == (200, "BYPASS")
-    await timed_patch(client, "/users/3", {"display_name": "Hung", "group_ids": [2]})
+    await refused_while_unreachable(client, "/users/3", {"display_name": "Hung"})
     redis_process.resume()
     await asyncio.sleep(RETRY + 0.1)
+    await timed_patch(client, "/users/3", {"display_name": "Hung", "group_ids": [2]})
     for path in paths:
         after = await timed_get(client, path)
         assert x_cache(after) == "MISS", path
@@ -891,11 +902,27 @@ async def test_after_a_hang_no_instance_serves_an_entry_older_than_a_write(
     assert x_cache(await reader.get(path)) == "HIT"
     redis_process.pause()
     assert x_cache(await timed_get(writer, path)) == "BYPASS"  # the writer's circuit opens
-    await timed_patch(writer, "/groups/1", {"display_name": "Written while hung"})
+    await refused_while_unreachable(writer, "/groups/1", {"display_name": "Written while hung"})
     redis_process.resume()
     await asyncio.sleep(RETRY + 0.1)
+    await timed_patch(writer, "/groups/1", {"display_name": "Written after the hang"})
     after = await reader.get(path)  # the reader never saw the outage
-    assert after.json()["data"]["display_name"] == "Written while hung", x_cache(after)
+    assert after.json()["data"]["display_name"] == "Written after the hang", x_cache(after)
+
+
+async def test_a_write_that_cannot_reach_redis_first_is_rolled_back(
+    seeded: str, cached_client: MakeClient, redis_process: RedisProcess
+) -> None:
+    """The circuit is still closed (no request has failed yet) when Redis dies: the write's
+    own bump before COMMIT fails, and the transaction is rolled back."""
+    client = await cached_client(seeded, **outage_settings(redis_process))
+    path = "/groups/2"
+    assert x_cache(await client.get(path)) == "MISS"
+    backend = app_of(client).state.services.cache.backend
+    redis_process.kill()
+    assert backend.circuit.closed
+    await refused_while_unreachable(client, path, {"display_name": "Never written"})
+    assert not backend.circuit.closed
 
 
 async def test_an_open_circuit_recovers_by_itself_and_requests_never_wait_for_it(

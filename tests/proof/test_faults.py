@@ -6,9 +6,8 @@ deadline; once restored, the service recovers by itself. Redis behind the proxy:
 stalled, reads keep working as BYPASS within the breaker's bound, never a 5xx, and once it
 is back no entry from before a write made during the outage is served again.
 
-One limit is kept as a strict xfail: an instance cut off from Redis (while the others
-still reach it) cannot tell them about its writes, so they serve those rows stale until it
-reaches Redis again and bumps the epoch (docs/caching.md, "The partition caveat").
+An instance cut off from Redis (while the others still reach it) could not tell them about
+its writes, so it refuses them with a 503 before writing (docs/caching.md, "Partitions").
 
 Every figure measured is printed (run with -s to see them).
 """
@@ -301,11 +300,15 @@ async def fresh_body(client: httpx.AsyncClient, path: str) -> bytes:
     return sample.body
 
 
-async def patch_display_name(client: httpx.AsyncClient, user_id: int) -> tuple[str, float]:
+async def patch_display_name(
+    client: httpx.AsyncClient, user_id: int, *, status: int = 200
+) -> tuple[str, float]:
     new_name = f"proof {uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     patched = await client.patch(f"/users/{user_id}", json={"display_name": new_name}, headers=AUTH)
-    assert patched.status_code == 200, patched.text
+    assert patched.status_code == status, patched.text
+    if status == 503:
+        assert patched.headers["retry-after"], patched.headers
     return new_name, time.perf_counter() - started
 
 
@@ -352,27 +355,29 @@ async def read_through_cache_fault(
     target = orjson.loads(old)["data"][0]["id"]
     getattr(proxy, fault)()
     before_write = [] if write_first else await reads(client, path)
-    new_name, patch_seconds = await patch_display_name(client, target)
+    # Redis out of reach: the write is refused before anything is written (SPEC, Caching).
+    _, patch_seconds = await patch_display_name(client, target, status=503)
     assert patch_seconds < BYPASS_BOUND, patch_seconds
     after_write = await reads(client, path)
-    assert_bypassed(before_write, old)
-    expected = after_write[0].body
-    assert orjson.loads(expected)["data"][0]["display_name"] == new_name
-    assert_bypassed(after_write, expected)
+    assert_bypassed(before_write + after_write, old)
 
     proxy.restore()
     after, recovered_at = await until_cached_again(client, path)
     for sample in after:
         assert sample.status == 200, sample
-        assert sample.body == expected, f"a stale body was served after the restore: {sample}"
+        assert sample.body == old, f"the refused write shows after the restore: {sample}"
     assert after[-1].cache == "HIT", after[-1]
     assert recovered_at < CACHE_RECOVERY_BOUND, recovered_at
-    assert await fresh_body(client, path) == expected
+    new_name, _ = await patch_display_name(client, target)  # writes work again
+    written = [await timed_get(client, path) for _ in range(2)]
+    expected = await fresh_body(client, path)
+    assert orjson.loads(expected)["data"][0]["display_name"] == new_name
+    assert [(s.cache, s.body) for s in written] == [("MISS", expected), ("HIT", expected)]
     circuit = app_of(client).state.services.cache.backend.circuit
     label = f"redis {fault}, {'write first' if write_first else 'reads first'}"
     print(
         f"\n[{label}] {figures('reads during the outage', before_write + after_write)} "
-        f"(bound {BYPASS_BOUND:.1f}s); PATCH during the outage {patch_seconds:.3f}s"
+        f"(bound {BYPASS_BOUND:.1f}s); PATCH refused during the outage in {patch_seconds:.3f}s"
     )
     print(
         f"[{label}] recovery: caching again {recovered_at:.3f}s after restore "
@@ -429,9 +434,11 @@ async def test_a_write_while_the_recovery_probe_is_in_flight_is_not_forgotten(
         stalls = proxy.stalls
         # The recovery task wakes after CACHE_RETRY and probes: that probe is now held.
         assert await poll(lambda: proxy.stalls > stalls, seconds=CACHE_RETRY * 4)
-        new_name, _ = await patch_display_name(client, orjson.loads(old)["data"][0]["id"])
+        target = orjson.loads(old)["data"][0]["id"]
+        await patch_display_name(client, target, status=503)  # refused: the circuit is open
         proxy.restore()
         assert await poll(lambda: backend.circuit.closed, seconds=CACHE_RECOVERY_BOUND)
+        new_name, _ = await patch_display_name(client, target)
         served = await timed_get(client, path)
         expected = await fresh_body(client, path)
     assert orjson.loads(expected)["data"][0]["display_name"] == new_name
@@ -446,16 +453,19 @@ class Partition:
     """What instance B (direct to Redis) served while A (behind the proxy) was cut off."""
 
     old: bytes
-    expected: bytes
+    refused: float  # how long A took to refuse its write while cut off
     during: list[Timed]
+    unchanged: bytes  # the database after A's refused write
     after: list[Timed]
+    expected: bytes  # the database after A's write once healed
     recovery: float
 
 
 async def partitioned_write(
     make_client: MakeClient, database: str, prefix: str, *, partition_seconds: float
 ) -> Partition:
-    """A and B share Redis; only A's link is cut; A writes; B reads during and after."""
+    """A and B share Redis; only A's link is cut; A writes (refused); B reads during; the
+    link heals; A writes again; B reads after."""
     path = HIT_PATH
     async with FaultProxy(LOOPBACK, REDIS_PORT) as proxy:
         url = _pg_url(POSTGRES_ADMIN_DSN, database)
@@ -469,7 +479,8 @@ async def partitioned_write(
         assert (await timed_get(b, path)).cache == "HIT"
         old = await fresh_body(b, path)
         proxy.cut()
-        await patch_display_name(a, orjson.loads(old)["data"][0]["id"])
+        target = orjson.loads(old)["data"][0]["id"]
+        _, refused = await patch_display_name(a, target, status=503)
         during: list[Timed] = []
         finish = time.perf_counter() + partition_seconds
         for _ in range(MAX_ATTEMPTS):
@@ -477,14 +488,16 @@ async def partitioned_write(
             if time.perf_counter() > finish:
                 break
             await asyncio.sleep(0.05)
+        unchanged = await fresh_body(b, path)
         proxy.restore()
         restored = time.perf_counter()
         backend = app_of(a).state.services.cache.backend
         assert await poll(lambda: backend.circuit.closed, seconds=CACHE_RECOVERY_BOUND)
         recovery = time.perf_counter() - restored
+        await patch_display_name(a, target)
         after = [await timed_get(b, path) for _ in range(3)]
         expected = await fresh_body(b, path)
-    return Partition(old, expected, during, after, recovery)
+    return Partition(old, refused, during, unchanged, after, expected, recovery)
 
 
 @pytest.mark.slow
@@ -492,10 +505,10 @@ async def test_after_a_partition_heals_every_instance_serves_the_write(
     make_client: MakeClient, proof_db: str, redis_prefix: str
 ) -> None:
     seen = await partitioned_write(make_client, proof_db, redis_prefix, partition_seconds=1.0)
-    stale = sum(s.body == seen.old for s in seen.during)
     print(
-        f"\n[redis partition] B during A's partition: {stale}/{len(seen.during)} stale "
-        f"({[s.cache for s in seen.during][:5]}...); A recovered {seen.recovery:.3f}s after restore"
+        f"\n[redis partition] A refused its write in {seen.refused * 1000:.1f} ms; B served "
+        f"{[s.cache for s in seen.during][:5]}... during; A recovered {seen.recovery:.3f}s after "
+        f"restore; B after A's next write: {[s.cache for s in seen.after]}"
     )
     assert seen.old != seen.expected
     for sample in seen.after:
@@ -504,17 +517,13 @@ async def test_after_a_partition_heals_every_instance_serves_the_write(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SPEC Caching: after a write commits no instance sharing the backend serves a response "
-        "that depended on a changed table. An instance cut off from Redis commits the write and "
-        "loses its version bump; the others keep serving their Redis entry (HIT, stale) until "
-        "the cut-off instance recovers and bumps the epoch."
-    ),
-)
 async def test_while_one_instance_is_cut_off_the_others_never_serve_its_writes_stale(
     make_client: MakeClient, proof_db: str, redis_prefix: str
 ) -> None:
+    """SPEC, Caching: no instance serves a response older than a write any instance committed.
+    A, cut off from Redis, refuses its write before writing (503); so B's entries, which A
+    could not have outdated, stay exactly as current as the database."""
     seen = await partitioned_write(make_client, proof_db, redis_prefix, partition_seconds=0.5)
-    assert [s.cache for s in seen.during if s.body == seen.old] == []
+    assert seen.refused < BYPASS_BOUND, seen.refused
+    assert seen.unchanged == seen.old, "a write answered 503 was stored"
+    assert [s.body == seen.unchanged for s in seen.during] == [True] * len(seen.during)
