@@ -144,7 +144,13 @@ def create_app(settings: Settings) -> ServiceApp:
     # Outermost last: request context (timed, counted, logged), the deadline, then reads in
     # plain ASGI. Cache hits are answered before all of them (HitPath does its own context).
     app.add_middleware(ReadPath)
-    app.add_middleware(DeadlineMiddleware, deadline_seconds=settings.request_timeout_seconds)
+    app.add_middleware(
+        DeadlineMiddleware,
+        deadline_seconds=settings.request_timeout_seconds,
+        # A COMMIT already sent is given as long as one statement may take (at least the
+        # deadline again); past that its 503 says the outcome is undetermined.
+        commit_seconds=max(settings.request_timeout_seconds, settings.statement_timeout_ms / 1000),
+    )
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
     app.hits = HitPath(services, max_url_bytes=settings.max_url_bytes)
     _add_components(app)

@@ -97,9 +97,10 @@ class DeadlineMiddleware:
     A late send from it is dropped.
     """
 
-    def __init__(self, app: ASGIApp, *, deadline_seconds: float) -> None:
+    def __init__(self, app: ASGIApp, *, deadline_seconds: float, commit_seconds: float) -> None:
         self.app = app
         self.deadline_seconds = deadline_seconds
+        self.commit_seconds = commit_seconds  # how long a COMMIT already sent is waited for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,8 +121,8 @@ class DeadlineMiddleware:
             if _commit_sent():
                 # A write whose COMMIT is on its way is answered with its outcome: a 503 now
                 # could tell the client "not written" about a write that then lands. The
-                # wait for it is bounded by one more deadline (then it is undetermined).
-                done, _ = await asyncio.wait({handler}, timeout=self.deadline_seconds)
+                # wait for it is bounded (past it, the outcome is undetermined: a 503).
+                done, _ = await asyncio.wait({handler}, timeout=self.commit_seconds)
                 if done:
                     handler.result()
                     return

@@ -25,6 +25,8 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import POSTGRES_ADMIN_DSN, TOKEN, _pg_url, app_of
 from tests.proof.faultproxy import FaultProxy
@@ -527,3 +529,38 @@ async def test_while_one_instance_is_cut_off_the_others_never_serve_its_writes_s
     assert seen.refused < BYPASS_BOUND, seen.refused
     assert seen.unchanged == seen.old, "a write answered 503 was stored"
     assert [s.body == seen.unchanged for s in seen.during] == [True] * len(seen.during)
+
+
+async def test_a_commit_that_outlives_the_deadline_is_answered_with_its_outcome(
+    make_client: MakeClient, proof_db: str
+) -> None:
+    """The deadline answers 503 for a request still at work; but a write whose COMMIT is on
+    its way waits for it, or its 503 would say "not written" about a write that lands."""
+    url = _pg_url(POSTGRES_ADMIN_DSN, proof_db)
+    direct = create_async_engine(url)
+    try:  # a deferred constraint trigger runs inside COMMIT: a slow COMMIT, for real
+        async with direct.begin() as connection:
+            await connection.execute(text(SLOW_COMMIT_FUNCTION))
+            await connection.execute(text(SLOW_COMMIT_TRIGGER))
+    finally:
+        await direct.dispose()
+    client = await make_client(url, request_timeout_seconds=0.3)
+    started = time.perf_counter()
+    response = await client.patch("/groups/1", json={"display_name": "slow"}, headers=AUTH)
+    took = time.perf_counter() - started
+    print(f"\n[slow commit] answered {response.status_code} after {took:.3f}s (deadline 0.3s)")
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["display_name"] == "slow"
+    assert took >= 0.6
+    stored = await client.get("/groups/1", headers=NO_CACHE)
+    assert stored.json()["data"]["display_name"] == "slow"
+
+
+SLOW_COMMIT_FUNCTION = """
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$
+"""
+SLOW_COMMIT_TRIGGER = """
+CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON auth_group
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()
+"""
