@@ -1,4 +1,5 @@
-"""Arbitrary query strings at every GET route: never a 500, always JSON, problems for 4xx."""
+"""Arbitrary query strings, id spellings, methods and headers at every read route: never a
+500, always JSON, problems for 4xx, no body for HEAD."""
 
 from __future__ import annotations
 
@@ -13,9 +14,27 @@ from service.app import create_app
 from tests.conftest import TOKEN, make_test_settings
 
 ROUTES = (
-    "/users", "/groups", "/permissions", "/users/1", "/groups/1", "/permissions/1",
-    "/users/1/groups", "/groups/1/users", "/groups/1/permissions", "/permissions/1/groups",
+    "/users", "/groups", "/permissions", "/users/{id}", "/groups/{id}", "/permissions/{id}",
+    "/users/{id}/groups", "/groups/{id}/users", "/groups/{id}/permissions",
+    "/permissions/{id}/groups", "/{id}", "/users/", "//users", "/users//groups",
 )  # fmt: skip
+# Canonical ids and other spellings of them (only the canonical ones may find a row).
+IDS = st.one_of(
+    st.sampled_from(["1", "2", "01", "+1", "1_0", "%201", "1%20", "1.0", "-1", "0", "1e0",
+                     "4294967296", "9" * 40, "%00", "%ff", "users"]),
+    st.text(alphabet="0123456789+-_. %", max_size=6),
+)  # fmt: skip
+TOKENS = st.sampled_from([f"Bearer {TOKEN}", "Bearer wrong", "Basic abc", "", "Bearer"])
+# Repeats of the headers both read paths read, list-valued and single ones alike.
+HEADERS = st.lists(
+    st.one_of(
+        st.tuples(st.just("authorization"), TOKENS),
+        st.tuples(st.just("if-none-match"), st.sampled_from(['"x"', "*", 'W/"y"', ""])),
+        st.tuples(st.just("cache-control"), st.sampled_from(["no-cache", "max-age=0", "x"])),
+        st.tuples(st.just("x-request-id"), st.sampled_from(["a", "b" * 200, "a\tb"])),
+    ),
+    max_size=4,
+)
 KEYS = (
     "fields", "include", "sort", "limit", "cursor", "count", "fields[groups]", "fields[users]",
     "fields[groups.permissions]", "filter[name]", "filter[id][gte]", "filter[created][lt]",
@@ -45,19 +64,39 @@ def test_arbitrary_query_strings_never_fail_the_server(seeded_url: str) -> None:
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
         @given(
             route=st.sampled_from(ROUTES),
+            identifier=IDS,
             pairs=PAIRS,
             raw_tail=st.binary(max_size=20),
-            token=st.sampled_from([None, TOKEN, "wrong"]),
+            method=st.sampled_from(["GET", "GET", "HEAD"]),
+            headers=HEADERS,
         )
         def check(
-            route: str, pairs: list[tuple[str, str]], raw_tail: bytes, token: str | None
+            route: str,
+            identifier: str,
+            pairs: list[tuple[str, str]],
+            raw_tail: bytes,
+            method: str,
+            headers: list[tuple[str, str]],
         ) -> None:
             query = _query_string(pairs)
             if raw_tail:
                 query += "&" + quote(raw_tail, safe="")
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = runner.run(client.get(f"{route}?{query}", headers=headers))
-            assert response.status_code < 500, (route, query, response.text)
+            url = f"{route.replace('{id}', identifier)}?{query}"
+            response = runner.run(client.request(method, url, headers=headers))
+            assert response.status_code < 500, (url, headers, response.text)
+            if response.status_code == 304:
+                return
+            if method == "HEAD":
+                assert response.content == b""
+                get = runner.run(client.get(url, headers=headers))
+                assert (get.status_code, get.headers["content-type"]) == (
+                    response.status_code,
+                    response.headers["content-type"],
+                )
+                return
+            authorizations = [value for name, value in headers if name == "authorization"]
+            if len(authorizations) > 1:  # no identity: nothing is served
+                assert response.status_code in (400, 404), (url, headers)
             content_type = response.headers["content-type"]
             if response.status_code >= 400:
                 assert content_type == "application/problem+json"
