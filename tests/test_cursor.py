@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,14 +24,20 @@ from service.query.canonical import binding
 from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import parse_query_string
 from service.query.plan import Limits, ListQuery, Scope, build_list_query
-from service.query.values import Scalar
-from service.resources import AttrType
+from service.query.values import INT_MAX, INT_MIN, Scalar
+from service.resources import RESOURCES, Attribute, AttrType
 
 SECRET = b"s" * 32
 CODEC = CursorCodec(SECRET)
 BINDING = "users||filter[name]=a|-created,id"
 
-INTEGER, STRING, DATETIME = AttrType.INTEGER, AttrType.STRING, AttrType.DATETIME
+
+def column(kind: AttrType) -> Attribute:
+    """A sort key of this type with no other bound: the codec's own checks."""
+    return Attribute(kind.value, kind, nullable=True)
+
+
+INTEGER, STRING, DATETIME = (column(kind) for kind in AttrType)
 
 
 def make_query(raw: str, resource: str = "users") -> ListQuery:
@@ -35,10 +49,10 @@ def assert_invalid(
     *,
     codec: CursorCodec = CODEC,
     bound: str = BINDING,
-    types: tuple[AttrType, ...] = (INTEGER,),
+    types: tuple[Attribute, ...] = (INTEGER,),
 ) -> None:
     with pytest.raises(InvalidParameter) as info:
-        codec.decode(token, binding=bound, types=types)
+        codec.decode(token, binding=bound, attributes=types)
     assert info.value.status == 400
     assert [item.parameter for item in info.value.errors] == ["cursor"]
 
@@ -64,21 +78,19 @@ def unb64(text: str) -> bytes:
         (("alice", 7), (STRING, INTEGER)),
         (("", 7), (STRING, INTEGER)),
         (("élève ☃ 𝄞 日本", 7), (STRING, INTEGER)),
-        (('quote " back\\slash \n\t\x00', 7), (STRING, INTEGER)),
+        (('quote " back\\slash \n\t\x7f', 7), (STRING, INTEGER)),
         ((datetime(2024, 1, 1), 3), (DATETIME, INTEGER)),
         ((datetime(2024, 1, 1, 12, 30, 45, 123456), 3), (DATETIME, INTEGER)),
         ((datetime(1, 1, 1), 3), (DATETIME, INTEGER)),
         ((datetime(9999, 12, 31, 23, 59, 59, 999999), 3), (DATETIME, INTEGER)),
-        ((datetime(2024, 1, 1, tzinfo=UTC), 3), (DATETIME, INTEGER)),
-        ((datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5))), 3), (DATETIME, INTEGER)),
         ((None, 3), (DATETIME, INTEGER)),
         ((None, 3), (STRING, INTEGER)),
         ((None, "x", datetime(2000, 2, 29), 9), (STRING, STRING, DATETIME, INTEGER)),
     ],
 )
-def test_round_trip(values: tuple[Scalar | None, ...], types: tuple[AttrType, ...]) -> None:
+def test_round_trip(values: tuple[Scalar | None, ...], types: tuple[Attribute, ...]) -> None:
     token = CODEC.encode(values, binding=BINDING)
-    decoded = CODEC.decode(token, binding=BINDING, types=types)
+    decoded = CODEC.decode(token, binding=BINDING, attributes=types)
     assert decoded == values
     assert [type(value) for value in decoded] == [type(value) for value in values]
     assert token.isascii()
@@ -86,10 +98,10 @@ def test_round_trip(values: tuple[Scalar | None, ...], types: tuple[AttrType, ..
     assert not set(token) & set("=&+/% ")  # URL-safe as is
 
 
-_SCALARS: dict[AttrType, st.SearchStrategy[Scalar | None]] = {
+_SCALARS: dict[Attribute, st.SearchStrategy[Scalar | None]] = {
     INTEGER: st.integers(-(2**31), 2**31 - 1),
-    STRING: st.text(),
-    DATETIME: st.datetimes(),
+    STRING: st.text(st.characters(exclude_characters="\x00")),
+    DATETIME: st.datetimes(),  # naive, as stored
 }
 
 
@@ -103,11 +115,11 @@ _SCALARS: dict[AttrType, st.SearchStrategy[Scalar | None]] = {
     bound=st.text(),
 )
 def test_round_trip_of_any_values(
-    columns: tuple[tuple[AttrType, ...], tuple[Scalar | None, ...]], bound: str
+    columns: tuple[tuple[Attribute, ...], tuple[Scalar | None, ...]], bound: str
 ) -> None:
     types, values = columns
     token = CODEC.encode(values, binding=bound)
-    assert CODEC.decode(token, binding=bound, types=types) == values
+    assert CODEC.decode(token, binding=bound, attributes=types) == values
 
 
 # --- forgeries -----------------------------------------------------------------------------
@@ -207,10 +219,14 @@ def test_garbage(garbage: str) -> None:
         (("not a date",), (DATETIME,)),
         ((1, 2), (INTEGER,)),
         ((1,), (INTEGER, INTEGER)),
+        ((2**31,), (INTEGER,)),
+        (("a\x00b",), (STRING,)),
+        ((datetime(2024, 1, 1, tzinfo=UTC),), (DATETIME,)),
+        ((datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5))),), (DATETIME,)),
     ],
 )
 def test_genuine_mac_with_the_wrong_shape_is_still_a_400(
-    values: tuple[Scalar, ...], types: tuple[AttrType, ...]
+    values: tuple[Scalar, ...], types: tuple[Attribute, ...]
 ) -> None:
     # a cursor made for another sort by a server with the same secret and binding
     assert_invalid(CODEC.encode(values, binding=BINDING), types=types)
@@ -287,3 +303,257 @@ def test_attach_cursor_refuses_a_cursor_from_another_scope() -> None:
 def test_a_token_has_one_spelling(token: str, suffix: str) -> None:
     # harmless for safety (the values are the same), but the cursor text keys the cache
     assert_invalid(token + suffix, types=TYPES)
+
+
+# --- forged values: typed as the sort keys, or a 400 -----------------------------------------
+
+TEST_SECRET = b"test-secret"
+TEST_CODEC = CursorCodec(TEST_SECRET)
+KEY_LABEL = b"service keyset cursors: AES-SIV key"
+
+
+def forge(payload: bytes, bound: str, *, sealed: bool, secret: bytes = TEST_SECRET) -> str:
+    """A cursor holding `payload` byte for byte, made as the service makes them (so it also
+    pins both formats): signed with HMAC, or sealed with AES-SIV behind a '~'."""
+    if sealed:
+        key = HKDF(algorithm=SHA256(), length=64, salt=None, info=KEY_LABEL).derive(secret)
+        return "~" + b64(AESSIV(key).encrypt(payload, [bound.encode()]))
+    message = hashlib.sha256(bound.encode()).digest() + payload
+    return b64(payload) + "." + b64(hmac.new(secret, message, hashlib.sha256).digest()[:16])
+
+
+def decodings(token: str) -> list[bytes]:
+    """Every base64 and urlsafe-base64 reading of every run of base64 characters in `token`,
+    at every alignment: whatever a reader of a log could try."""
+    found: list[bytes] = []
+    for run in re.findall(r"[A-Za-z0-9_+/-]+", token):
+        for start in range(4):
+            padded = run[start:] + "=" * (-len(run[start:]) % 4)
+            for decode in (base64.urlsafe_b64decode, base64.b64decode):
+                with contextlib.suppress(ValueError):
+                    found.append(decode(padded))
+    return found
+
+
+def sort_attributes(query: ListQuery) -> tuple[Attribute, ...]:
+    resource = RESOURCES[query.resource]
+    return tuple(attribute for key in query.sort if (attribute := resource.attribute(key.name)))
+
+
+def sorts_private(query: ListQuery) -> bool:
+    return any(attribute.private for attribute in sort_attributes(query))
+
+
+def attach_forged(raw: str, payload: bytes, *, resource: str = "users") -> ListQuery:
+    query = make_query(raw, resource)
+    token = forge(payload, binding(query), sealed=sorts_private(query))
+    return attach_cursor(query, token, TEST_CODEC)
+
+
+def assert_fits(value: object, attribute: Attribute) -> None:
+    """What the database takes for the attribute's column, as the service stores it."""
+    if value is None:
+        assert attribute.nullable, attribute
+    elif attribute.type is AttrType.INTEGER:
+        assert type(value) is int
+        assert INT_MIN <= value <= INT_MAX
+    elif attribute.type is AttrType.STRING:
+        assert type(value) is str
+        assert "\x00" not in value
+        assert attribute.max_length is None or len(value) <= attribute.max_length
+    else:
+        assert type(value) is datetime
+        assert value.tzinfo is None
+
+
+REFUSED = [
+    ("", b"[2147483648]"),
+    ("", b"[-2147483649]"),
+    ("", b"[9223372036854775808]"),
+    ("", b"[18446744073709551616]"),  # orjson reads it as a float
+    ("", b"[true]"),
+    ("", b"[1.0]"),
+    ("", b'["1"]'),
+    ("", b"[null]"),  # id is never NULL
+    ("", b"[]"),
+    ("sort=name", b'["a\\u0000b",1]'),
+    ("sort=name", b'["xxxxxxxxxxxxxxxxx",1]'),  # 17 characters; name holds 16
+    ("sort=name", b"[null,1]"),
+    ("sort=name", b"[1]"),
+    ("sort=name", b'["a",1,2]'),
+    ("sort=name", b'{"name":"a"}'),
+    ("sort=name", b'"a"'),
+    ("sort=name", b"not json"),
+    ("sort=name", b'["\\ud800",1]'),  # a lone surrogate: no encoding can store it
+    ("sort=-created", b'["2024-01-01T00:00:00Z",1]'),
+    ("sort=-created", b'["2024-01-01T00:00:00+00:00",1]'),
+    ("sort=-created", b'["2024-01-01T00:00:00-05:00",1]'),
+    ("sort=-created", b'["2024-02-30T00:00:00",1]'),
+    ("sort=-created", b'["yesterday",1]'),
+    ("sort=-created", b"[20240101,1]"),
+    ("sort=-created", b'["10000-01-01T00:00:00",1]'),
+    ("sort=email_address", b'["a\\u0000@example.org",1]'),
+    ("sort=email_address", b'["' + b"a" * 256 + b'",1]'),
+    ("sort=email_address", b"[null,1]"),
+    ("sort=-display_name", b'["' + "é".encode() * 256 + b'",1]'),
+]
+
+
+@pytest.mark.parametrize(("raw", "payload"), REFUSED)
+def test_a_signed_value_the_database_would_refuse_is_a_400(raw: str, payload: bytes) -> None:
+    with pytest.raises(InvalidParameter) as info:
+        attach_forged(raw, payload)
+    assert info.value.status == 400
+    assert [item.parameter for item in info.value.errors] == ["cursor"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "payload", "after"),
+    [
+        ("", b"[2147483647]", (2**31 - 1,)),
+        ("", b"[-2147483648]", (-(2**31),)),
+        ("sort=name", b'["' + b"x" * 16 + b'",1]', ("x" * 16, 1)),
+        ("sort=email_address", b'["' + "é".encode() * 255 + b'",1]', ("é" * 255, 1)),
+        ("sort=-display_name", b"[null,1]", (None, 1)),
+        ("sort=-created", b'["0001-01-01T00:00:00",1]', (datetime(1, 1, 1), 1)),
+        ("sort=-created", b'["9999-12-31T23:59:59.999999",1]', (datetime.max, 1)),
+        ("sort=-created", b"[null,1]", (None, 1)),
+    ],
+)
+def test_the_edges_of_each_type_are_accepted(
+    raw: str, payload: bytes, after: tuple[Scalar | None, ...]
+) -> None:
+    assert attach_forged(raw, payload).after == after
+
+
+SORTED_QUERIES = [
+    make_query(raw, resource)
+    for raw, resource in [
+        ("", "users"),
+        ("sort=name", "users"),
+        ("sort=-created,display_name", "users"),
+        ("sort=email_address", "users"),
+        ("sort=-email_address,created", "users"),
+        ("sort=-display_name", "groups"),
+        ("sort=description,name", "permissions"),
+    ]
+]
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+_OFFSETS = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+_NEAR: dict[AttrType, st.SearchStrategy[object]] = {
+    AttrType.INTEGER: st.one_of(
+        st.integers(-(2**31) - 2, -(2**31) + 2),
+        st.integers(2**31 - 3, 2**31 + 2),
+        st.integers(2**63 - 2, 2**64 + 2),
+        st.integers(-(2**63) - 2, -(2**63) + 2),
+        st.booleans(),
+    ),
+    AttrType.STRING: st.one_of(
+        st.text(st.characters(codec="utf-8"), max_size=20),
+        st.integers(0, 300).map(lambda size: "é" * size),
+        st.text(alphabet="a\x00", max_size=5),
+    ),
+    AttrType.DATETIME: st.datetimes(
+        timezones=st.none() | st.just(UTC) | st.builds(timezone, _OFFSETS)
+    ).map(datetime.isoformat),
+}
+
+
+def attach_or_refuse(query: ListQuery, token: str) -> ListQuery | InvalidParameter:
+    try:
+        return attach_cursor(query, token, TEST_CODEC)
+    except InvalidParameter as error:
+        return error
+
+
+@given(data=st.data())
+def test_any_signed_list_of_json_values_is_typed_or_a_400(data: st.DataObject) -> None:
+    query = data.draw(st.sampled_from(SORTED_QUERIES))
+    attributes = sort_attributes(query)
+    right_size = st.tuples(*(_NEAR[attribute.type] | _ANY_JSON for attribute in attributes))
+    values = data.draw(right_size.map(list) | st.lists(_ANY_JSON, max_size=len(attributes) + 1))
+    token = forge(json.dumps(values).encode(), binding(query), sealed=sorts_private(query))
+    attached = attach_or_refuse(query, token)
+    if isinstance(attached, InvalidParameter):
+        assert attached.status == 400
+        assert [item.parameter for item in attached.errors] == ["cursor"]
+        return
+    assert attached.after is not None
+    assert len(attached.after) == len(attributes)
+    for value, attribute in zip(attached.after, attributes, strict=True):
+        assert_fits(value, attribute)
+
+
+# --- private sort keys: sealed cursors -------------------------------------------------------
+
+
+@pytest.mark.parametrize("resource", sorted(RESOURCES))
+def test_a_cursor_is_sealed_exactly_when_a_sort_key_is_private(resource: str) -> None:
+    for attribute in RESOURCES[resource].attributes:
+        query = make_query(f"sort={attribute.name}", resource)
+        relationship = RESOURCES[resource].relationships[0]
+        scoped = replace(query, scope=Scope(relationship.target, relationship.inverse, 1))
+        for bound in (binding(query), binding(scoped)):
+            token = TEST_CODEC.encode((None, 1), binding=bound)
+            assert token.startswith("~") is attribute.private, (attribute, bound)
+
+
+PRIVATE = make_query("sort=-email_address,name")
+PRIVATE_VALUES = ("alice.secret@example.org", "alice", 5)
+
+
+def test_a_sealed_cursor_round_trips_and_hides_its_values() -> None:
+    token = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    assert token.startswith("~")
+    assert token == TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))  # one spelling
+    assert attach_cursor(PRIVATE, token, TEST_CODEC).after == PRIVATE_VALUES
+    assert not set(token) & set("=&+/% .")
+    for readable in decodings(token):
+        assert b"alice" not in readable
+
+
+def test_the_formats_are_pinned() -> None:
+    public = make_query("sort=name")
+    assert TEST_CODEC.encode(("alice", 5), binding=binding(public)) == forge(
+        b'["alice",5]', binding(public), sealed=False
+    )
+    sealed = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    key = HKDF(algorithm=SHA256(), length=64, salt=None, info=KEY_LABEL).derive(TEST_SECRET)
+    plain = AESSIV(key).decrypt(unb64(sealed[1:]), [binding(PRIVATE).encode()])
+    assert orjson.loads(plain) == list(PRIVATE_VALUES)
+    assert len(plain) % 32 == 0  # padded: the length tells the value's length only roughly
+
+
+def test_every_change_to_a_sealed_cursor_is_refused() -> None:
+    token = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    assert token.startswith("~")
+    sealed = unb64(token[1:])
+    for index in range(len(sealed)):
+        for bit in (0x01, 0x80):
+            changed = sealed[:index] + bytes([sealed[index] ^ bit]) + sealed[index + 1 :]
+            with pytest.raises(InvalidParameter):
+                attach_cursor(PRIVATE, "~" + b64(changed), TEST_CODEC)
+    for end in range(len(token)):
+        with pytest.raises(InvalidParameter):
+            attach_cursor(PRIVATE, token[:end], TEST_CODEC)
+    for bad in (token + "=", token[1:], "~~" + token[1:], " " + token, token + "."):
+        with pytest.raises(InvalidParameter):
+            attach_cursor(PRIVATE, bad, TEST_CODEC)
+    for other in (make_query("sort=-email_address,name&filter[id][gt]=1"), make_query("sort=name")):
+        with pytest.raises(InvalidParameter):
+            attach_cursor(other, token, TEST_CODEC)
+
+
+def test_a_cursor_of_the_other_kind_is_refused() -> None:
+    public = make_query("sort=name")
+    signed = forge(orjson.dumps(list(PRIVATE_VALUES)), binding(PRIVATE), sealed=False)
+    sealed = forge(b'["alice",5]', binding(public), sealed=True)
+    for query, token in ((PRIVATE, signed), (public, sealed)):
+        with pytest.raises(InvalidParameter) as info:
+            attach_cursor(query, token, TEST_CODEC)
+        assert info.value.errors[0].parameter == "cursor"

@@ -1,4 +1,4 @@
-"""Signed keyset cursors: the last row's sort values, bound to the query they were made for."""
+"""Keyset cursors: the last row's sort values, bound to their query, signed or sealed."""
 
 from __future__ import annotations
 
@@ -10,33 +10,63 @@ from dataclasses import replace
 from datetime import datetime
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.errors import InvalidParameter
 from service.query.canonical import binding
 from service.query.plan import ListQuery
-from service.query.values import Scalar
-from service.resources import RESOURCES, AttrType
+from service.query.values import Scalar, check_stored
+from service.resources import RESOURCES, Attribute
 
 _MAC_BYTES = 16
+# Base64url never writes '~': a sealed cursor cannot be read as a signed one, nor the reverse.
+_SEALED = "~"
+_KEY_LABEL = b"service keyset cursors: AES-SIV key"
+# Sealed payloads are padded to a multiple of this, so a cursor's length says little of
+# the length of the value it hides.
+_BLOCK = 32
 
 
 class CursorCodec:
-    """Encodes and verifies cursors with HMAC-SHA256 under one secret."""
+    """Signs cursors with HMAC-SHA256 under one secret; seals them with AES-SIV instead
+    (deterministic authenticated encryption: one spelling per page, as the cache keys need)
+    when their query sorts by a private attribute, so URLs in logs do not carry its values."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_siv")
 
     def __init__(self, secret: bytes) -> None:
         self._key = secret
+        derive = HKDF(algorithm=SHA256(), length=64, salt=None, info=_KEY_LABEL)
+        self._siv = AESSIV(derive.derive(secret))
 
     def encode(self, values: tuple[Scalar | None, ...], *, binding: str) -> str:
         payload = orjson.dumps([_to_json(value) for value in values])
-        mac = self._mac(payload, binding)
-        return _b64(payload) + "." + _b64(mac)
+        if _sorts_private(binding):
+            padded = payload + b" " * (-len(payload) % _BLOCK)
+            return _SEALED + _b64(self._siv.encrypt(padded, [binding.encode()]))
+        return _b64(payload) + "." + _b64(self._mac(payload, binding))
 
     def decode(
-        self, token: str, *, binding: str, types: tuple[AttrType, ...]
+        self, token: str, *, binding: str, attributes: tuple[Attribute, ...]
     ) -> tuple[Scalar | None, ...]:
-        """The values of a cursor made for `binding`; anything else is a 400."""
+        """The values of a cursor made for `binding`, checked against the sort's attributes;
+        anything else is a 400."""
+        if _sorts_private(binding):
+            payload = self._unseal(token, binding)
+        else:
+            payload = self._verify(token, binding)
+        try:
+            raw = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise _invalid() from None
+        if not isinstance(raw, list) or len(raw) != len(attributes):
+            raise _invalid()
+        return tuple(_from_json(value, attr) for value, attr in zip(raw, attributes, strict=True))
+
+    def _verify(self, token: str, binding: str) -> bytes:
         try:
             payload_text, mac_text = token.split(".")
             payload, mac = _unb64(payload_text), _unb64(mac_text)
@@ -46,17 +76,37 @@ class CursorCodec:
             raise _invalid()  # one spelling per cursor, so one cache entry per page
         if not hmac.compare_digest(mac, self._mac(payload, binding)):
             raise _invalid()
+        return payload
+
+    def _unseal(self, token: str, binding: str) -> bytes:
         try:
-            raw = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            sealed = _unb64(token.removeprefix(_SEALED))
+        except (ValueError, binascii.Error):
             raise _invalid() from None
-        if not isinstance(raw, list) or len(raw) != len(types):
-            raise _invalid()
-        return tuple(_from_json(value, kind) for value, kind in zip(raw, types, strict=True))
+        if _SEALED + _b64(sealed) != token:
+            raise _invalid()  # one spelling per cursor, as above
+        try:
+            return self._siv.decrypt(sealed, [binding.encode()])
+        except InvalidTag:
+            raise _invalid() from None
 
     def _mac(self, payload: bytes, binding: str) -> bytes:
         message = hashlib.sha256(binding.encode()).digest() + payload
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _sorts_private(binding: str) -> bool:
+    """Whether the query of `binding` (`resource|scope|filters|sort`, see canonical.binding)
+    sorts by a private attribute: the codec's callers hand it only the binding."""
+    name, _, rest = binding.partition("|")
+    resource = RESOURCES.get(name)
+    if resource is None:
+        return False
+    keys = rest.rpartition("|")[2].split(",")
+    return any(
+        attribute is not None and attribute.private
+        for attribute in (resource.attribute(key.removeprefix("-")) for key in keys)
+    )
 
 
 def _invalid() -> InvalidParameter:
@@ -77,25 +127,19 @@ def _to_json(value: Scalar | None) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _from_json(value: object, kind: AttrType) -> Scalar | None:
-    # The MAC already vouches for the payload; these checks guard against our own drift.
-    if value is None:
-        return None
-    if kind is AttrType.INTEGER and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is AttrType.STRING and isinstance(value, str):
-        return value
-    if kind is AttrType.DATETIME and isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise _invalid() from None
-    raise _invalid()
+def _from_json(value: object, attribute: Attribute) -> Scalar | None:
+    # The MAC says who made a cursor, not that its values fit: whoever holds the secret can
+    # sign values the database refuses (a 500 or 503 there), so they are checked like
+    # filter values, and more strictly: as the service stores them.
+    try:
+        return check_stored(attribute, value, parameter="cursor")
+    except InvalidParameter:
+        raise _invalid() from None
 
 
 def attach_cursor(query: ListQuery, token: str, codec: CursorCodec) -> ListQuery:
     """The query continued after the row the cursor names; a cursor from another query is a 400."""
     resource = RESOURCES[query.resource]
-    types = tuple(attr.type for key in query.sort if (attr := resource.attribute(key.name)))
-    after = codec.decode(token, binding=binding(query), types=types)
+    attributes = tuple(attr for key in query.sort if (attr := resource.attribute(key.name)))
+    after = codec.decode(token, binding=binding(query), attributes=attributes)
     return replace(query, after=after, cursor=token)

@@ -1,4 +1,4 @@
-"""Parse filter values by the attribute's type, and render them back canonically."""
+"""Parse and check values by the attribute's type (filters, cursors), and render them back."""
 
 from __future__ import annotations
 
@@ -43,9 +43,29 @@ def parse_scalar(attribute: Attribute, raw: str, *, parameter: str) -> Scalar:
         return parse_int(raw, parameter=parameter)
     if attribute.type is AttrType.DATETIME:
         return parse_datetime(raw, parameter=parameter)
-    if attribute.max_length is not None and len(raw) > attribute.max_length * 4:
-        raise InvalidParameter(parameter, f"value is longer than {attribute.name} can be")
-    return raw
+    longest = None if attribute.max_length is None else attribute.max_length * 4
+    return check_text(raw, name=attribute.name, max_length=longest, parameter=parameter)
+
+
+def check_stored(attribute: Attribute, value: object, *, parameter: str) -> Scalar | None:
+    """`value` if the attribute's column could hold it as the service stores it (a keyset
+    cursor's values are such): strictly typed, in range, naive UTC timestamps; else a 400."""
+    if value is None:
+        if not attribute.nullable:
+            raise InvalidParameter(parameter, f"{attribute.name} is never null")
+        return None
+    if attribute.type is AttrType.INTEGER:
+        return check_int(value, parameter=parameter)
+    if attribute.type is AttrType.STRING:
+        return check_text(
+            value, name=attribute.name, max_length=attribute.max_length, parameter=parameter
+        )
+    if not isinstance(value, str):
+        raise InvalidParameter(parameter, f"{str(value)[:40]!r} is not an ISO 8601 timestamp")
+    moment = read_datetime(value, parameter=parameter)
+    if moment.tzinfo is not None:
+        raise InvalidParameter(parameter, f"{value[:40]!r} is not a naive UTC timestamp")
+    return moment
 
 
 def parse_int(raw: str, *, parameter: str) -> int:
@@ -53,27 +73,50 @@ def parse_int(raw: str, *, parameter: str) -> int:
     digits = text[1:] if text[:1] in "+-" else text
     if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
         raise InvalidParameter(parameter, f"{raw[:40]!r} is not an integer")
-    value = int(text)
+    return check_int(int(text), parameter=parameter)
+
+
+def check_int(value: object, *, parameter: str) -> int:
+    """`value` if it is an integer the columns hold (a bool is not one)."""
+    if type(value) is not int:
+        raise InvalidParameter(parameter, f"{str(value)[:40]!r} is not an integer")
     if not INT_MIN <= value <= INT_MAX:
         raise InvalidParameter(parameter, f"{value} is out of range for an integer attribute")
     return value
 
 
+def check_text(value: object, *, name: str, max_length: int | None, parameter: str) -> str:
+    """`value` if it is text of at most `max_length` characters without NUL, which
+    PostgreSQL's text types cannot hold."""
+    if not isinstance(value, str):
+        raise InvalidParameter(parameter, f"{str(value)[:40]!r} is not text")
+    if "\x00" in value:
+        raise InvalidParameter(parameter, "NUL characters are not allowed")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidParameter(parameter, f"value is longer than {name} can be")
+    return value
+
+
 def parse_datetime(raw: str, *, parameter: str) -> datetime:
     """ISO 8601 with or without a zone; zoned values are converted to UTC (the stored zone)."""
-    text = raw.strip()
-    if not text.isascii() or len(text) > 40:
-        raise InvalidParameter(parameter, f"{raw[:40]!r} is not an ISO 8601 timestamp")
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameter(parameter, f"{raw[:40]!r} is not an ISO 8601 timestamp") from None
+    value = read_datetime(raw, parameter=parameter)
     if value.tzinfo is not None:
         try:
             value = value.astimezone(UTC).replace(tzinfo=None)
         except OverflowError:
             raise InvalidParameter(parameter, f"{raw[:40]!r} is out of range") from None
     return value
+
+
+def read_datetime(raw: str, *, parameter: str) -> datetime:
+    """ISO 8601 as written, its zone (if any) kept."""
+    text = raw.strip()
+    if not text.isascii() or len(text) > 40:
+        raise InvalidParameter(parameter, f"{raw[:40]!r} is not an ISO 8601 timestamp")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameter(parameter, f"{raw[:40]!r} is not an ISO 8601 timestamp") from None
 
 
 def format_scalar(value: Scalar | None) -> str:

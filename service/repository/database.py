@@ -13,9 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from service.db import WRITE
 from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
+from service.timing import current_stats
 
 logger = logging.getLogger("service.database")
 T = TypeVar("T")
+
+# What a statement can raise: SQLAlchemy's wrapped driver errors, the network, and the
+# OverflowError that sqlite3 raises bare (unwrapped) for an integer it cannot bind.
+DRIVER_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError, OverflowError)
 
 
 class Database:
@@ -55,7 +60,7 @@ class Database:
                 yield session
         except ServiceError:
             raise
-        except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             error = translate_error(exc)
             _log_failure(exc, error)
             raise error from exc
@@ -95,7 +100,7 @@ class Database:
                     return await work(connection)
             except ServiceError:
                 raise
-            except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+            except DRIVER_ERRORS as exc:
                 dropped = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
                 if dropped and attempt == 1:
                     logger.info("a pooled connection was gone; the read runs again")
@@ -112,6 +117,9 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     async with session.begin():
         await session.connection(execution_options={WRITE: True})
         yield
+        stats = current_stats.get()
+        if stats is not None:
+            stats.committing = True  # the deadline now waits for the outcome (middleware)
 
 
 def _log_failure(exc: BaseException, error: ServiceError) -> None:
@@ -135,6 +143,20 @@ def translate_error(exc: BaseException) -> ServiceError:
         return Unavailable("no database connection became free in time", retry_after=1)
     if isinstance(exc, sa_exc.IntegrityError):
         return Conflict("the write clashed with the stored data; nothing was changed")
-    if isinstance(exc, sa_exc.DataError):
+    if _is_data_error(exc):
         return InvalidParameter("query", "a value is out of range for the database")
     return Unavailable("the database is not available right now", retry_after=1)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A value the database refused: the client's doing, never an outage.
+
+    asyncpg's refusals reach us as a plain DBAPIError, not a DataError: SQLAlchemy's
+    adaptor maps every PostgresError it has no class for to its base Error. Their SQLSTATE
+    says what they are: class 22, data exception (22021 for a NUL in text, from the
+    server; 22000 for asyncpg's own DataError, e.g. a zoned datetime for a `timestamp`
+    column or an integer past int4, refused before anything is sent)."""
+    if isinstance(exc, sa_exc.DataError | OverflowError):
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
