@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from urllib.parse import quote
 
 import httpx
@@ -11,7 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import create_app
+from service.query.canonical import binding
 from tests.conftest import TOKEN, make_test_settings
+from tests.test_cursor import forge, make_query, sorts_private
+
+SECRET = b"test-secret"  # make_test_settings' CURSOR_SECRET
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 ROUTES = (
     "/users", "/groups", "/permissions", "/users/{id}", "/groups/{id}", "/permissions/{id}",
@@ -107,6 +113,51 @@ def test_arbitrary_query_strings_never_fail_the_server(seeded_url: str) -> None:
                 assert content_type == "application/json"
                 assert "data" in response.json()
                 assert "password" not in response.text
+
+        try:
+            check()
+        finally:
+            runner.run(client.aclose())
+            runner.run(app.state.services.db.engine.dispose())
+
+
+# Forged cursors, signed (or sealed) with the test secret, so they pass the MAC: their values
+# are whatever a client with the secret could put there.
+SORTS = ("", "sort=name", "sort=-created,name", "sort=display_name", "sort=-email_address")
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(["2024-01-01T00:00:00", "2024-01-01T00:00:00+02:00", "9999-12-31T23:59:59"]),
+)
+
+
+def test_forged_cursors_are_typed_or_refused_never_a_server_error(seeded_url: str) -> None:
+    with asyncio.Runner() as runner:
+        app = create_app(make_test_settings(seeded_url))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            sort=st.sampled_from(SORTS),
+            values=st.lists(JSON_SCALARS, max_size=4),
+            method=st.sampled_from(["GET", "HEAD"]),
+        )
+        def check(sort: str, values: list[object], method: str) -> None:
+            query = make_query(sort, "users")
+            token = forge(
+                json.dumps(values).encode(),
+                binding(query),
+                sealed=sorts_private(query),
+                secret=SECRET,
+            )
+            url = f"/users?{sort}&cursor={quote(token)}"
+            response = runner.run(client.request(method, url, headers=AUTH))
+            assert response.status_code in (200, 400), (url, values, response.text)
+            if response.status_code == 400 and method == "GET":
+                assert response.json()["errors"][0]["parameter"] == "cursor"
 
         try:
             check()
