@@ -55,6 +55,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="HTTP/1.1 parser (default: httptools when installed, else h11)",
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -125,6 +131,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the other commands should not pay for loading the web stack.
     import uvicorn
 
+    http = _http_protocol(args.http)
     if settings.is_sqlite:
         # The zero-setup path: `make run` on a fresh checkout gives a working, populated API.
         run_upgrade(settings.database_url)
@@ -142,13 +149,27 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         reload=args.reload,
         loop="uvloop" if _importable("uvloop") else "auto",
-        http="httptools" if _importable("httptools") else "auto",
+        http=http,
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     return 0
+
+
+def _http_protocol(choice: str) -> type[asyncio.Protocol]:
+    """uvicorn's protocol for the parser chosen, answering what it cannot parse with a problem
+    document. A class, not an import string: worker processes get it by pickling, by name."""
+    from service import protocol
+
+    if choice == "auto":
+        choice = "httptools" if protocol.HTTPTOOLS else "h11"
+    if choice == "h11":
+        return protocol.ProblemH11Protocol
+    if not protocol.HTTPTOOLS:
+        raise SystemExit("service serve: --http httptools needs the httptools package")
+    return protocol.ProblemHttpToolsProtocol
 
 
 def _prepare_workers(settings: Settings, workers: int) -> None:

@@ -67,6 +67,14 @@ class InvalidParameter(ServiceError):
         super().__init__(detail, (ErrorItem(detail, parameter=shown),))
 
 
+class MalformedRequest(ServiceError):
+    """A request the HTTP parser refused before the app saw it (service/protocol.py)."""
+
+    status = 400
+    code = "malformed-request"
+    title = "Malformed request"
+
+
 class InvalidHeader(ServiceError):
     """A request header the service cannot read one way only (e.g. two `Authorization`s)."""
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,13 +120,18 @@ def serve_env(settings: Mapping[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serve(
-    settings: Mapping[str, str], *, log_dir: Path, workers: int = 1, name: str = "serve"
+    settings: Mapping[str, str],
+    *,
+    log_dir: Path,
+    workers: int = 1,
+    name: str = "serve",
+    args: Sequence[str] = (),
 ) -> Iterator[Served]:
-    """`python -m service serve` on an ephemeral loopback port, up once /healthz answers."""
+    """`python -m service serve [args]` on an ephemeral loopback port, up once /healthz answers."""
     port = free_port()
     log_path = log_dir / f"{name}-{port}.log"
     argv = [sys.executable, "-m", "service", "serve", "--host", LOOPBACK, "--port", str(port)]
-    argv += ["--workers", str(workers)]
+    argv += ["--workers", str(workers), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
