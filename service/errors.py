@@ -118,6 +118,14 @@ class MethodNotAllowed(ServiceError):
     title = "Method not allowed"
 
 
+class RequestTimeout(ServiceError):
+    """The client did not finish sending its request within the deadline: its fault, not ours."""
+
+    status = 408
+    code = "request-timeout"
+    title = "Request timeout"
+
+
 class Conflict(ServiceError):
     status = 409
     code = "conflict"

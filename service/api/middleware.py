@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.headers import read_headers
 from service.api.problems import problem_response
-from service.errors import ServiceError, Unavailable, UriTooLong
+from service.errors import RequestTimeout, ServiceError, Unavailable, UriTooLong
 from service.metrics import IN_FLIGHT, observe_request
 from service.timing import RequestStats, current_stats
 
@@ -107,13 +107,21 @@ class DeadlineMiddleware:
             await self.app(scope, receive, send)
             return
         response = _ResponseState()
+        body = _BodyState()
 
         async def guarded_send(message: Message) -> None:
             if not response.abandoned:
                 response.started = True
                 await send(message)
 
-        handler = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        async def watched_receive() -> Message:
+            body.reading = True
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body.complete = True
+            return message
+
+        handler = asyncio.ensure_future(self.app(scope, watched_receive, guarded_send))
         try:
             async with asyncio.timeout(self.deadline_seconds):
                 await asyncio.shield(handler)
@@ -131,7 +139,14 @@ class DeadlineMiddleware:
             handler.add_done_callback(_forget)
             if response.started:
                 return  # the client sees a cut-off response; nothing better can be sent now
-            late = Unavailable(f"the request took longer than {self.deadline_seconds:g} s")
+            late: ServiceError = Unavailable(
+                f"the request took longer than {self.deadline_seconds:g} s"
+            )
+            if body.waiting:
+                # The app was still waiting for the client's body: a slow client, not a 5xx.
+                late = RequestTimeout(
+                    f"the request body did not arrive within {self.deadline_seconds:g} s"
+                )
             await problem_response(late)(scope, receive, send)
         except asyncio.CancelledError:
             handler.cancel()
@@ -172,6 +187,20 @@ def record_request(
 
 def url_bytes(scope: Scope) -> int:
     return len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+
+
+class _BodyState:
+    """Whether the app has been handed the last chunk of the request body."""
+
+    __slots__ = ("complete", "reading")
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.reading = False
+
+    @property
+    def waiting(self) -> bool:
+        return self.reading and not self.complete
 
 
 class _ResponseState:

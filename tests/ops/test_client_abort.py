@@ -198,3 +198,32 @@ def post_scope(path: str, *, body_length: int) -> dict[str, object]:
         ],
         "state": {},
     }
+
+
+async def test_a_body_that_stops_arriving_is_a_408_not_a_server_error(
+    make_client: MakeClient, database_url: str
+) -> None:
+    """A client that sends part of its body and then nothing (the connection left open):
+    the deadline answers for it, as the client's fault (408), and nothing is written."""
+    http = await make_client(database_url, request_timeout_seconds=0.3)
+    app = app_of(http)
+    incoming: list[Message] = [{"type": "http.request", "body": HALF_BODY, "more_body": True}]
+    sent: list[Message] = []
+    never = asyncio.Event()
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await never.wait()  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    before = status_counts(generate_latest().decode())
+    await app(post_scope("/users", body_length=200), receive, send)
+    after = status_counts(generate_latest().decode())
+    assert sent[0]["status"] == 408
+    assert dict(sent[0]["headers"])[b"content-type"] == b"application/problem+json"
+    assert server_errors(before, after) == {}
+    assert (await http.get("/users", params={"count": "true"})).json()["meta"]["total"] == 0
