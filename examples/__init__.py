@@ -1,0 +1,1 @@
+"""Example applications that run the service over schemas of their own."""

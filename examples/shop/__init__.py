@@ -1,0 +1,1 @@
+"""A small shop schema served by the engine: MODELS=examples.shop.models:Base."""

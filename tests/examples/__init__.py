@@ -1,0 +1,1 @@
+"""Tests of the example schemas that ship with the project."""
