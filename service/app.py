@@ -30,11 +30,10 @@ from service.openapi import component_schemas
 from service.passwords import PasswordHasher
 from service.process import settle_garbage_collector
 from service.query.cursor import CursorCodec
-from service.query.options import allow_large_selectin_batches, configure_case_folding
 from service.query.plan import Limits
 from service.reading import Reader
 from service.repository import Database
-from service.resources import RESOURCES
+from service.schema import Registry, load_base, registry_of
 from service.settings import Settings
 from service.writing import Writer
 
@@ -50,6 +49,7 @@ Name the attributes you want with `fields`, embed relationships with `include`, 
 
 def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
+    registry = registry_of(load_base(settings.models))
     engine = make_engine(settings)
     db = Database(
         engine,
@@ -65,8 +65,6 @@ def make_services(settings: Settings) -> Services:
         max_embedded_rows=settings.max_embedded_rows,
         loader=settings.loader,
     )
-    allow_large_selectin_batches(settings.max_embedded_rows + settings.max_limit + 1)
-    configure_case_folding(settings.postgres_fold_collation)
     cache = ResponseCache(make_backend(settings), wait_seconds=settings.cache_wait_seconds)
     writer = Writer(db, reader, PasswordHasher(settings), cache)
     return Services(
@@ -77,6 +75,7 @@ def make_services(settings: Settings) -> Services:
         writer=writer,
         tokens=TokenVerifier(settings.api_tokens),
         cache=cache,
+        registry=registry,
     )
 
 
@@ -138,7 +137,7 @@ def create_app(settings: Settings) -> ServiceApp:
     install_problem_handlers(app)
     install_docs(app)
     app.include_router(health_router)
-    for resource in RESOURCES.values():
+    for resource in services.registry.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
     # Outermost last: request context (timed, counted, logged), the deadline, then reads in
@@ -153,7 +152,7 @@ def create_app(settings: Settings) -> ServiceApp:
     )
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
     app.hits = HitPath(services, max_url_bytes=settings.max_url_bytes)
-    _add_components(app)
+    _add_components(app, services.registry)
     return app
 
 
@@ -163,7 +162,7 @@ def _telemetry(enabled: bool) -> TelemetryConfig:
     return {"tracing": enabled, "metrics": enabled, "logs": enabled}
 
 
-def _add_components(app: FastAPI) -> None:
+def _add_components(app: FastAPI, registry: Registry) -> None:
     """Merge the registry's schemas into the generated OpenAPI document once."""
     generate = app.openapi
 
@@ -172,7 +171,7 @@ def _add_components(app: FastAPI) -> None:
             schema = generate()
             _drop_impossible_422(schema)
             components = schema.setdefault("components", {})
-            components.setdefault("schemas", {}).update(component_schemas())
+            components.setdefault("schemas", {}).update(component_schemas(registry))
             components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = schema
         return app.openapi_schema

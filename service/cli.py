@@ -19,8 +19,9 @@ from service.db import make_engine
 from service.logs import configure_logging
 from service.metrics import reset_directory
 from service.migrations import run_upgrade
+from service.schema import SchemaError, load_base, registry_of
 from service.seed import DEFAULT_SEED, SeedError, SeedReport, is_empty, seed
-from service.settings import Settings
+from service.settings import DEFAULT_MODELS, Settings
 
 log = logging.getLogger("service")
 
@@ -132,8 +133,17 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     http = _http_protocol(args.http)
-    if settings.is_sqlite:
+    try:
+        # Checked before the server starts: what is left out is a warning, what cannot be
+        # served at all a clear failure (not a worker crash loop).
+        registry = registry_of(load_base(settings.models))
+    except SchemaError as exc:
+        log.error("cannot serve MODELS=%s: %s", settings.models, exc)
+        return 2
+    log.info("serving %s", ", ".join(f"/{name}" for name in registry))
+    if settings.is_sqlite and settings.models == DEFAULT_MODELS:
         # The zero-setup path: `make run` on a fresh checkout gives a working, populated API.
+        # Anyone's own models belong to their application, whose migrations create them.
         run_upgrade(settings.database_url)
         asyncio.run(_seed_if_empty(settings))
     _prepare_workers(settings, args.workers)

@@ -27,6 +27,10 @@ WRITE = (
     "write_transaction"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
 )
 
+# The engine's dialect carries its PostgreSQL case-folding collation, read where a
+# case-insensitive filter compiles (service/query/options.py): per app, not per process.
+FOLD_COLLATION_ATTRIBUTE = "service_fold_collation"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -65,6 +69,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         connect_args=connect_args,
         hide_parameters=True,  # values never reach exception text, hence never the logs
     )
+    setattr(engine.dialect, FOLD_COLLATION_ATTRIBUTE, settings.postgres_fold_collation)
     if settings.is_sqlite:
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     elif settings.pgbouncer and settings.statement_timeout_ms > 0:

@@ -1,4 +1,9 @@
-"""ORM models for the TurboGears auth tables; every relationship raises instead of lazy-loading."""
+"""ORM models for the TurboGears auth tables; every relationship raises instead of lazy-loading.
+
+They are the service's default schema, served by the same rules as anyone's own models
+(SPEC, "Your own models"): `__resource__` names each resource, column `info` marks what is
+private, write-only or set by the server, and the attribute order is the response order.
+"""
 
 from __future__ import annotations
 
@@ -47,15 +52,23 @@ group_permission = Table(
 )
 
 
+SERVER_SET = {"read_only": True}
+
+
 class User(Base):
     __tablename__ = "auth_user"
+    __resource__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(text_column(16), unique=True)
-    email_address: Mapped[str] = mapped_column(text_column(255), unique=True)
     display_name: Mapped[str | None] = mapped_column(text_column(255), index=True)
-    password: Mapped[str | None] = mapped_column(String(128))
-    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, index=True)
+    created: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow, index=True, info=SERVER_SET
+    )
+    email_address: Mapped[str] = mapped_column(
+        text_column(255), unique=True, info={"private": True, "format": "email"}
+    )
+    password: Mapped[str | None] = mapped_column(String(128), info={"write_only": True})
 
     groups: Mapped[list[Group]] = relationship(
         secondary=user_group,
@@ -68,11 +81,14 @@ class User(Base):
 
 class Group(Base):
     __tablename__ = "auth_group"
+    __resource__ = "groups"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(text_column(16), unique=True)
     display_name: Mapped[str | None] = mapped_column(text_column(255), index=True)
-    created: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, index=True)
+    created: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow, index=True, info=SERVER_SET
+    )
 
     users: Mapped[list[User]] = relationship(
         secondary=user_group,
@@ -92,6 +108,7 @@ class Group(Base):
 
 class Permission(Base):
     __tablename__ = "auth_permission"
+    __resource__ = "permissions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(text_column(63), unique=True)

@@ -6,17 +6,10 @@ import re
 from typing import Any
 
 from service.query.params import OPERATORS, Path
-from service.query.values import INT_MAX, INT_MIN
-from service.resources import RESOURCES, Attribute, AttrType, Resource
+from service.schema import Attribute, Registry, Resource
 from service.settings import Settings
 
 Schema = dict[str, Any]
-
-_TYPES: dict[AttrType, Schema] = {
-    AttrType.INTEGER: {"type": "integer"},
-    AttrType.STRING: {"type": "string"},
-    AttrType.DATETIME: {"type": "string", "format": "date-time"},
-}
 
 PROBLEM_SCHEMA: Schema = {
     "type": "object",
@@ -81,29 +74,34 @@ _ERROR_HEADERS: dict[int, dict[str, Schema]] = {
 
 
 def item_schema_name(resource: Resource) -> str:
-    return resource.name.capitalize()[:-1]  # users -> User
+    return str(resource.model.__name__)  # users -> User
 
 
-def component_schemas() -> dict[str, Schema]:
+def component_schemas(registry: Registry) -> dict[str, Schema]:
     """A schema per resource (every key optional: clients choose), its envelopes, and Problem."""
     schemas: dict[str, Schema] = {"Problem": PROBLEM_SCHEMA}
-    for resource in RESOURCES.values():
+    for resource in registry.values():
         name = item_schema_name(resource)
         properties: dict[str, Schema] = {}
         for attribute in resource.attributes:
-            schema = dict(_TYPES[attribute.type])
+            schema = dict(attribute.codec.schema())
             if attribute.nullable:
                 schema = {"anyOf": [schema, {"type": "null"}]}
             if attribute.private:
                 schema["description"] = "private: returned only to callers with a valid token"
             properties[attribute.name] = schema
-        for relationship in resource.relationships:
-            target = item_schema_name(RESOURCES[relationship.target])
-            properties[relationship.name] = {
-                "type": "array",
-                "items": {"$ref": f"#/components/schemas/{target}"},
-                "description": "present when included; ordered by id",
-            }
+        for join in resource.relationships:
+            target: Schema = {"$ref": f"#/components/schemas/{item_schema_name(join.target)}"}
+            key = join.target.key.name
+            properties[join.name] = (
+                {
+                    "type": "array",
+                    "items": target,
+                    "description": f"present when included; ordered by {key}",
+                }
+                if join.many
+                else {"anyOf": [target, {"type": "null"}], "description": "present when included"}
+            )
         schemas[name] = {"type": "object", "properties": properties, "additionalProperties": False}
         schemas[f"{name}List"] = {
             "type": "object",
@@ -138,7 +136,7 @@ def component_schemas() -> dict[str, Schema]:
                 "data": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
             },
         }
-    schemas.update(body_schemas())
+    schemas.update(body_schemas(registry))
     return schemas
 
 
@@ -149,10 +147,10 @@ def include_paths(resource: Resource, depth: int) -> list[Path]:
     def visit(current: Resource, prefix: Path) -> None:
         if len(prefix) >= depth:
             return
-        for relationship in current.relationships:
-            path = (*prefix, relationship.name)
+        for join in current.relationships:
+            path = (*prefix, join.name)
             paths.append(path)
-            visit(RESOURCES[relationship.target], path)
+            visit(join.target, path)
 
     visit(resource, ())
     return paths
@@ -226,38 +224,49 @@ def shape_parameters(resource: Resource, settings: Settings) -> list[Schema]:
 
 def filter_schema(attribute: Attribute) -> Schema:
     """What `filter[name]` (the `eq` operator) accepts for an attribute of this type."""
-    if attribute.type is AttrType.INTEGER:
-        return {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}
-    if attribute.type is AttrType.DATETIME:
-        return {"type": "string", "format": "date-time", "pattern": _TIMESTAMP}
-    schema: Schema = {"type": "string", "pattern": NO_NUL}
-    if attribute.max_length is not None:
-        schema["maxLength"] = attribute.max_length * 4
+    schema = dict(attribute.codec.schema())
+    if schema.get("format") == "date-time":
+        return {**schema, "pattern": _TIMESTAMP}  # a zone is optional in a filter
+    if schema.get("type") == "string" and "enum" not in schema and "format" not in schema:
+        length = schema.pop("maxLength", None)
+        schema["pattern"] = NO_NUL
+        if length is not None:
+            schema["maxLength"] = length * 4  # a filter value may be longer (a probe)
     return schema
 
 
 def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
     """Every list parameter, with the allowed names spelled out."""
     parameters = shape_parameters(resource, settings)
-    operators = ", ".join(f"`{op}`" for op in OPERATORS)
+    paths = ""
+    if resource.relationships:
+        join = resource.relationships[0]
+        paths = (
+            "; relationship paths filter by existence, e.g. "
+            f"`filter[{join.name}.{join.target.key.name}]`"
+        )
     for attribute in resource.attributes:
+        if not attribute.codec.operators:
+            continue
+        operators = ", ".join(f"`{op}`" for op in OPERATORS if op in attribute.codec.operators)
         parameters.append(
             _query(
                 f"filter[{attribute.name}]",
                 f"Rows whose `{attribute.name}` equals the value. Other operators: "
-                f"`filter[{attribute.name}][op]` with op one of {operators}; relationship paths "
-                f"filter by existence, e.g. `filter[{resource.relationships[0].name}.id]`. "
+                f"`filter[{attribute.name}][op]` with op one of {operators}{paths}. "
                 f"At most {settings.max_filters} filters.",
                 filter_schema(attribute),
             )
         )
-    sortable = ", ".join(f"`{a.name}`" for a in resource.attributes)
+    sortable_names = [a.name for a in resource.attributes if a.codec.sortable]
+    sortable = ", ".join(f"`{name}`" for name in sortable_names)
     parameters += [
         _query(
             "sort",
-            f"Comma-separated sort keys, `-` for descending, from {sortable}; `id` breaks ties. "
+            f"Comma-separated sort keys, `-` for descending, from {sortable}; "
+            f"`{resource.key.name}` breaks ties. "
             "Naming a key both ascending and descending is a 400.",
-            name_list_schema(_attribute_names(resource), signed=True),
+            name_list_schema(sortable_names, signed=True),
         ),
         _query(
             "limit",
@@ -281,9 +290,9 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
 
 def _resource_at(resource: Resource, path: Path) -> Resource:
     for name in path:
-        relationship = resource.relationship(name)
-        assert relationship is not None
-        resource = RESOURCES[relationship.target]
+        join = resource.relationship(name)
+        assert join is not None
+        resource = join.target
     return resource
 
 
@@ -300,6 +309,17 @@ REASONS = {
     422: "Invalid body (JSON pointers in `errors`)",
     503: "Database or pool cannot serve in time (see Retry-After)",
 }
+
+
+def id_parameter(resource: Resource) -> Schema:
+    """The `{id}` path parameter: the resource's key, in its one canonical spelling."""
+    return {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": f"The row's `{resource.key.name}` (any other spelling of it is a 404)",
+        "schema": resource.key.codec.schema(),
+    }
 
 
 def problem_responses(*statuses: int) -> dict[int | str, Schema]:
@@ -357,9 +377,10 @@ def item_links(resource: Resource, id_at: str) -> dict[str, Schema]:
         f"update_{name}": {"operationId": f"update_{name}", "parameters": {"id": id_at}},
         f"delete_{name}": {"operationId": f"delete_{name}", "parameters": {"id": id_at}},
     }
-    for relationship in resource.relationships:
-        operation = f"list_{name}_{relationship.name}"
-        links[operation] = {"operationId": operation, "parameters": {"id": id_at}}
+    for join in resource.relationships:
+        if join.many:
+            operation = f"list_{name}_{join.name}"
+            links[operation] = {"operationId": operation, "parameters": {"id": id_at}}
     return links
 
 
@@ -370,14 +391,14 @@ def with_links(
     return responses
 
 
-def body_schemas() -> dict[str, Schema]:
+def body_schemas(registry: Registry) -> dict[str, Schema]:
     """The Create and Update body schemas of every resource, from the pydantic models."""
     from service.schemas import body_model
 
     schemas: dict[str, Schema] = {}
-    for resource in RESOURCES.values():
+    for resource in registry.values():
         for partial in (False, True):
-            model = body_model(resource.name, partial=partial)
+            model = body_model(resource, partial=partial)
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas[model.__name__] = _refuse_nul(schema)
     return schemas
@@ -434,13 +455,14 @@ def created_response(resource: Resource) -> dict[int | str, Schema]:
     """201 with one row (and a Location) or a batch; links follow a single row's `data.id`."""
     name = item_schema_name(resource)
     location = {
-        "description": f"`/{resource.name}/{{id}}` of a single created row (not for a batch)",
+        "description": f"`/{resource.name}/{{{resource.key.name}}}` of a single created row "
+        "(not for a batch)",
         "required": False,
         "schema": {"type": "string"},
     }
     return {
         201: {
-            "description": "Created; shaped by `fields` and `include` (`id` is in the default)",
+            "description": "Created; shaped by `fields` and `include` (the key is in the default)",
             "headers": {**COMMON_HEADERS, "Location": location},
             "content": {
                 "application/json": {
@@ -452,6 +474,6 @@ def created_response(resource: Resource) -> dict[int | str, Schema]:
                     }
                 }
             },
-            "links": item_links(resource, "$response.body#/data/id"),
+            "links": item_links(resource, f"$response.body#/data/{resource.key.name}"),
         }
     }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.errors import NotFound
 from service.query.canonical import binding, list_params, to_query_string
 from service.query.cursor import CursorCodec
-from service.query.plan import Condition, ListQuery, Plan
+from service.query.plan import Condition, ListQuery, Plan, default_sort
 from service.render import render_items, render_list
 from service.repository import Database, Page, exists, list_page
+from service.schema import Resource
 from service.timing import stage
 
 
@@ -53,14 +56,17 @@ class Reader:
         with stage("render"):
             next_cursor = next_link = None
             if page.has_more and page.last_sort_values is not None:
-                next_cursor = self.codec.encode(page.last_sort_values, binding=binding(query))
+                next_cursor = self.codec.encode(
+                    page.last_sort_values, binding=binding(query), attributes=query.sort_attributes
+                )
                 params = [*list_params(query), ("cursor", next_cursor)]
                 next_link = f"{base_path}?{to_query_string(params)}"
             return render_list(page, query, next_cursor=next_cursor, next_link=next_link)
 
-    async def item_body(self, plan: Plan, identifier: int) -> bytes:
-        by_id = Condition(plan.resource, (), "id", "eq", identifier)
-        query = ListQuery(plan=plan, filters=(by_id,), limit=1)
+    async def item_body(self, plan: Plan, identifier: Any) -> bytes:
+        resource = plan.resource
+        by_id = Condition((), resource.key, "eq", identifier)
+        query = ListQuery(plan=plan, sort=default_sort(resource), filters=(by_id,), limit=1)
 
         async def work(connection: AsyncConnection) -> Page:
             with stage("query"):
@@ -73,5 +79,6 @@ class Reader:
             return render_items(page.items, single=True)
 
 
-def not_found(resource: str, identifier: int) -> NotFound:
-    return NotFound(f"no {resource} with id {identifier}")
+def not_found(resource: Resource, identifier: Any) -> NotFound:
+    shown = resource.key.codec.format(identifier)
+    return NotFound(f"no {resource.name} with {resource.key.name} {shown}")

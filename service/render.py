@@ -10,6 +10,7 @@ from service.query.params import Count
 from service.query.plan import ListQuery
 from service.repository import Page
 from service.repository.loaders import Item
+from service.schema.codecs import json_default
 
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
@@ -23,9 +24,11 @@ def render_list(
     if query.count is Count.ESTIMATED:
         meta["estimated"] = page.estimated
     envelope = {"data": page.items, "meta": meta, "links": {"next": next_link}}
-    return orjson.dumps(envelope, option=JSON_OPTIONS)
+    return orjson.dumps(envelope, default=json_default, option=JSON_OPTIONS)
 
 
 def render_items(items: list[Item], *, single: bool) -> bytes:
     """`{"data": item}` for one row asked by id, `{"data": [items]}` for a batch."""
-    return orjson.dumps({"data": items[0] if single else items}, option=JSON_OPTIONS)
+    return orjson.dumps(
+        {"data": items[0] if single else items}, default=json_default, option=JSON_OPTIONS
+    )

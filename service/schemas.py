@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -18,11 +16,11 @@ from pydantic import (
 )
 
 from service.errors import ErrorItem, InvalidBody, suggest
-from service.query.values import INT_MAX
-from service.resources import RESOURCES, Attribute, AttrType, Resource
+from service.schema import Join, Kind, Resource
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
 MAX_IDS = 1000  # per relationship list in one object
+MAX_SECRET_LENGTH = 1024  # a write-only value as given, before it is hashed
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_LENGTH)]
 
 
 def _no_nul(value: str) -> str:
@@ -31,68 +29,53 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _annotation(attribute: Attribute, *, secret: bool) -> Any:
-    if attribute.type is AttrType.INTEGER:
-        return Annotated[int, Field(ge=-(2**31), le=INT_MAX)]
-    if attribute.type is AttrType.DATETIME:
-        return datetime
-    constraints = StringConstraints(
-        min_length=1 if attribute.required or secret else 0,
-        max_length=attribute.max_length,
-        pattern=EMAIL_PATTERN if attribute.email else None,
-    )
-    return Annotated[str, constraints, AfterValidator(_no_nul)]
-
-
-def _integral(value: object) -> object:
-    """JSON has one number type: 3.0 is the integer 3 (a fraction or a string stays an error)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Id = Annotated[Annotated[int, Field(ge=1, le=INT_MAX)], BeforeValidator(_integral)]
-IdList = Annotated[list[Id], Field(max_length=MAX_IDS)]
-
-
 def writable_fields(resource: Resource) -> list[str]:
     """Every key a body may hold, in declaration order."""
     names = [a.name for a in (*resource.attributes, *resource.secrets) if a.writable]
-    return names + [r.ids_field for r in resource.relationships]
+    return names + [str(j.ids_field) for j in resource.relationships if _written(j)]
+
+
+def _written(join: Join) -> bool:
+    return join.kind is Kind.MANY_TO_MANY and join.ids_field is not None
 
 
 @cache
-def body_model(resource_name: str, *, partial: bool) -> type[BaseModel]:
+def body_model(resource: Resource, *, partial: bool) -> type[BaseModel]:
     """`UserCreate` (required fields required) or `UserUpdate` (everything optional)."""
-    resource = RESOURCES[resource_name]
     fields: dict[str, Any] = {}
     for attribute in (*resource.attributes, *resource.secrets):
         if not attribute.writable:
             continue
-        annotation = _annotation(attribute, secret=attribute in resource.secrets)
+        secret = attribute in resource.secrets
+        annotation: Any = (
+            Annotated[Secret, AfterValidator(_no_nul)]
+            if secret
+            else attribute.codec.annotation(required=attribute.required)
+        )
         if attribute.nullable:
             annotation = annotation | None
         required = attribute.required and not partial
-        extra: dict[str, Any] | None = (
-            {"writeOnly": True} if attribute in resource.secrets else None
-        )
+        extra: dict[str, Any] | None = {"writeOnly": True} if secret else None
         default: Any = ... if required else None
         fields[attribute.name] = (annotation, Field(default, json_schema_extra=extra))
-    for relationship in resource.relationships:
-        # Absent means "leave as is"; an explicit null is refused (send [] to clear).
-        fields[relationship.ids_field] = (IdList, None)
+    for join in resource.relationships:
+        if _written(join):
+            # Absent means "leave as is"; an explicit null is refused (send [] to clear).
+            key: Any = join.target.key.codec.annotation()
+            ids = Annotated[list[key], Field(max_length=MAX_IDS)]
+            fields[str(join.ids_field)] = (ids, None)
     suffix = "Update" if partial else "Create"
-    name = resource.name.capitalize()[:-1] + suffix
+    name = resource.model.__name__ + suffix
     config = ConfigDict(extra="forbid", strict=True, title=name)
     model: type[BaseModel] = create_model(name, __config__=config, **fields)
     return model
 
 
 def parse_create_body(
-    resource_name: str, payload: object, *, max_batch: int
+    resource: Resource, payload: object, *, max_batch: int
 ) -> tuple[list[BaseModel], bool]:
     """One object or a non-empty array of at most `max_batch`; returns (items, was_single)."""
-    model = body_model(resource_name, partial=False)
+    model = body_model(resource, partial=False)
     if isinstance(payload, dict):
         return [_validate(model, payload, prefix="")], True
     if not isinstance(payload, list):
@@ -117,12 +100,12 @@ def parse_create_body(
     return items, False
 
 
-def parse_update_body(resource_name: str, payload: object) -> BaseModel:
+def parse_update_body(resource: Resource, payload: object) -> BaseModel:
     if not isinstance(payload, dict):
         raise InvalidBody(
             "the body must be a JSON object", (ErrorItem("expected an object", pointer=""),)
         )
-    return _validate(body_model(resource_name, partial=True), payload, prefix="")
+    return _validate(body_model(resource, partial=True), payload, prefix="")
 
 
 MAX_REPORTED = 20

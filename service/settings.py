@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_MODELS = "service.models:Base"
 CACHE_CLASSES = frozenset({"list", "item", "related", "count", "private"})
 
 
@@ -17,6 +18,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///./service.db"
+    # The declarative base whose classes are served (SPEC, "Your own models").
+    models: str = DEFAULT_MODELS
     cache_url: str = "memory://"
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     read_requires_token: bool = False

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import Conflict, ErrorItem, InvalidBody
 from service.passwords import PasswordHasher
-from service.query.plan import Condition, ListQuery, Plan
+from service.query.plan import Condition, ListQuery, Plan, default_sort
 from service.reading import Reader, not_found
 from service.render import render_items
 from service.repository import Database
@@ -21,14 +21,15 @@ from service.repository.writes import (
     delete_row,
     insert_links,
     insert_rows,
-    missing_ids,
+    missing_keys,
     taken_values,
     update_row,
 )
-from service.resources import RESOURCES, Resource
+from service.schema import Attribute, Join, Kind, Resource
 from service.timing import stage
 
 Pointer = Callable[[int], str]  # item index -> JSON pointer prefix ("" for a single object)
+Links = dict[str, list[Any]]  # ids field -> the target keys it sets
 
 
 class ChangeListener(Protocol):
@@ -54,10 +55,9 @@ class Writer:
         self.listener = listener
 
     async def create(
-        self, resource_name: str, items: list[BaseModel], *, single: bool, plan: Plan
-    ) -> tuple[bytes, list[int]]:
+        self, resource: Resource, items: list[BaseModel], *, single: bool, plan: Plan
+    ) -> tuple[bytes, list[Any]]:
         """Insert the items and their links in one transaction; the body shapes them by `plan`."""
-        resource = RESOURCES[resource_name]
         prefix: Pointer = _no_index if single else _index
         rows = [_attribute_values(resource, item) for item in items]
         _same_keys(resource, rows)
@@ -69,28 +69,27 @@ class Writer:
         async with self.db.session() as session:
             try:
                 async with write_transaction(session):
-                    await _check_targets_exist(session, resource, links, prefix)
+                    await _check_references(session, resource, rows, links, prefix)
                     with stage("write"):
-                        ids = await insert_rows(session, resource, rows)
-                        for relationship in resource.relationships:
+                        keys = await _insert_grouped(session, resource, rows)
+                        for join in _written_joins(resource):
                             pairs = [
                                 (owner, target)
-                                for owner, link in zip(ids, links, strict=True)
-                                for target in link.get(relationship.ids_field, [])
+                                for owner, link in zip(keys, links, strict=True)
+                                for target in link.get(join.ids_field or "", [])
                             ]
-                            await insert_links(session, relationship, pairs)
-                    body = await self._read_back(session, plan, ids, single=single)
+                            await insert_links(session, join, pairs)
+                    body = await self._read_back(session, plan, keys, single=single)
                     await self.listener.tables_changing(changed)
             except sa_exc.IntegrityError:
                 raise await self._explain_clash(session, resource, rows, prefix) from None
         await self.listener.tables_changed(changed)
-        return body, ids
+        return body, keys
 
     async def update(
-        self, resource_name: str, identifier: int, patch: BaseModel, *, plan: Plan
+        self, resource: Resource, identifier: Any, patch: BaseModel, *, plan: Plan
     ) -> bytes:
         """Change the given attributes; an id list replaces that relationship's links."""
-        resource = RESOURCES[resource_name]
         values = _attribute_values(resource, patch)
         await self._hash_secrets(resource, [values])
         link = _link_values(resource, patch)
@@ -100,30 +99,37 @@ class Writer:
             try:
                 async with write_transaction(session):
                     if not await update_row(session, resource, identifier, values):
-                        raise not_found(resource.name, identifier)
-                    await _check_targets_exist(session, resource, [link], _no_index)
-                    for relationship in resource.relationships:
-                        if relationship.ids_field in link:
-                            await clear_links(session, relationship, identifier)
-                            pairs = [(identifier, t) for t in link[relationship.ids_field]]
-                            await insert_links(session, relationship, pairs)
+                        raise not_found(resource, identifier)
+                    await _check_references(session, resource, [values], [link], _no_index)
+                    for join in _written_joins(resource):
+                        if join.ids_field in link:
+                            await clear_links(session, join, identifier)
+                            pairs = [(identifier, t) for t in link[join.ids_field or ""]]
+                            await insert_links(session, join, pairs)
                     body = await self._read_back(session, plan, [identifier], single=True)
                     await self.listener.tables_changing(changed)
             except sa_exc.IntegrityError:
                 raise await self._explain_clash(
-                    session, resource, [values], _no_index, excluding_id=identifier
+                    session, resource, [values], _no_index, excluding=identifier
                 ) from None
         await self.listener.tables_changed(changed)
         return body
 
-    async def delete(self, resource_name: str, identifier: int) -> None:
-        resource = RESOURCES[resource_name]
-        changed = frozenset(r.junction.name for r in resource.relationships) | {resource.table}
+    async def delete(self, resource: Resource, identifier: Any) -> None:
+        """The row and what the database cascades from it; every table that can touch counts."""
+        junctions = {j.secondary.name for j in _written_joins(resource) if j.secondary is not None}
+        changed = resource.delete_tables | junctions
         self.listener.check_writable()
-        async with self.db.session() as session, write_transaction(session):
-            if not await delete_row(session, resource, identifier):
-                raise not_found(resource.name, identifier)
-            await self.listener.tables_changing(changed)
+        async with self.db.session() as session:
+            try:
+                async with write_transaction(session):
+                    if not await delete_row(session, resource, identifier):
+                        raise not_found(resource, identifier)
+                    await self.listener.tables_changing(changed)
+            except sa_exc.IntegrityError:
+                raise Conflict(
+                    f"other rows still refer to this {resource.name} row; nothing was deleted"
+                ) from None
         await self.listener.tables_changed(changed)
 
     async def _hash_secrets(self, resource: Resource, rows: list[dict[str, Any]]) -> None:
@@ -136,14 +142,15 @@ class Writer:
                     rows[position][secret.name] = hashed
 
     async def _read_back(
-        self, session: AsyncSession, plan: Plan, ids: list[int], *, single: bool
+        self, session: AsyncSession, plan: Plan, keys: list[Any], *, single: bool
     ) -> bytes:
-        wanted = Condition(plan.resource, (), "id", "in", tuple(ids))
-        query = ListQuery(plan=plan, filters=(wanted,), limit=len(ids))
+        resource = plan.resource
+        wanted = Condition((), resource.key, "in", tuple(keys))
+        query = ListQuery(plan, default_sort(resource), filters=(wanted,), limit=len(keys))
         page = await self.reader.load(await session.connection(), query, remember=False)
-        by_id = dict(zip(page.ids, page.items, strict=True))
+        by_key = dict(zip(page.ids, page.items, strict=True))
         with stage("render"):
-            return render_items([by_id[i] for i in ids], single=single)
+            return render_items([by_key[key] for key in keys], single=single)
 
     async def _explain_clash(
         self,
@@ -152,23 +159,35 @@ class Writer:
         rows: list[dict[str, Any]],
         prefix: Pointer,
         *,
-        excluding_id: int | None = None,
+        excluding: Any = None,
     ) -> Conflict:
         """Which unique value clashed, found after the rollback (drivers word it differently)."""
         await session.rollback()
         for attribute in resource.attributes:
             if not attribute.unique:
                 continue
-            values = [
-                str(row[attribute.name]) for row in rows if row.get(attribute.name) is not None
-            ]
-            taken = await taken_values(
-                session, resource, attribute.name, values, excluding_id=excluding_id
-            )
+            values = [row[attribute.name] for row in rows if row.get(attribute.name) is not None]
+            taken = await taken_values(session, resource, attribute, values, excluding=excluding)
             for index, row in enumerate(rows):
                 if row.get(attribute.name) in taken:
                     return _clash(resource, attribute.name, f"{prefix(index)}/{attribute.name}")
         return Conflict("the write clashed with a concurrent change; nothing was written, retry")
+
+
+async def _insert_grouped(
+    session: AsyncSession, resource: Resource, rows: list[dict[str, Any]]
+) -> list[Any]:
+    """One INSERT per distinct set of given columns (one, as a rule): a column left out of
+    a row keeps its default, which a multi-row INSERT's single column list could not."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple(row), []).append(index)
+    keys: list[Any] = [None] * len(rows)
+    for positions in groups.values():
+        inserted = await insert_rows(session, resource, [rows[i] for i in positions])
+        for position, key in zip(positions, inserted, strict=True):
+            keys[position] = key
+    return keys
 
 
 def _no_index(_index: int) -> str:
@@ -179,26 +198,33 @@ def _index(index: int) -> str:
     return f"/{index}"
 
 
+def _written_joins(resource: Resource) -> list[Join]:
+    """The relationships a body writes as an id list: the many-to-many ones."""
+    return [j for j in resource.relationships if j.kind is Kind.MANY_TO_MANY and j.ids_field]
+
+
 def _attribute_values(resource: Resource, item: BaseModel) -> dict[str, Any]:
-    links = {r.ids_field for r in resource.relationships}
+    links = {j.ids_field for j in _written_joins(resource)}
     return {k: v for k, v in item.model_dump(exclude_unset=True).items() if k not in links}
 
 
 def _same_keys(resource: Resource, rows: list[dict[str, Any]]) -> None:
-    """Give every row every writable column (NULL where not given): one INSERT, one column list."""
-    names = [a.name for a in (*resource.attributes, *resource.secrets) if a.writable]
+    """Give every row every writable column that nothing else would fill (NULL where not
+    given), so a batch is one INSERT with one column list."""
+    attributes = (*resource.attributes, *resource.secrets)
+    names = [a.name for a in attributes if a.writable and not a.has_default]
     for row in rows:
         for name in names:
             row.setdefault(name, None)
 
 
-def _link_values(resource: Resource, item: BaseModel) -> dict[str, list[int]]:
+def _link_values(resource: Resource, item: BaseModel) -> Links:
     """The id lists the item sets (None means "not given"), without repeats."""
     values = item.model_dump(exclude_unset=True)
     return {
-        r.ids_field: list(dict.fromkeys(values[r.ids_field] or []))
-        for r in resource.relationships
-        if r.ids_field in values
+        j.ids_field: list(dict.fromkeys(values[j.ids_field] or []))
+        for j in _written_joins(resource)
+        if j.ids_field in values
     }
 
 
@@ -223,28 +249,43 @@ def _check_unique_within(
             seen[value] = index
 
 
-async def _check_targets_exist(
+async def _check_references(
     session: AsyncSession,
     resource: Resource,
-    links: Sequence[dict[str, list[int]]],
+    rows: Sequence[dict[str, Any]],
+    links: Sequence[Links],
     prefix: Pointer,
 ) -> None:
-    """Every id in every list names a row: one SELECT per relationship used."""
-    for relationship in resource.relationships:
-        wanted = {t for link in links for t in link.get(relationship.ids_field, [])}
-        missing = await missing_ids(session, relationship.target, wanted)
-        if not missing:
+    """Every foreign key and every id in every list names a row: one SELECT per field used,
+    in the write's transaction; a dangling one is a 422 naming the field."""
+    problems: list[ErrorItem] = []
+    for attribute in resource.attributes:
+        target = attribute.references
+        if target is None:
             continue
-        problems = [
-            ErrorItem(
-                f"no {relationship.target} with id {target}",
-                pointer=f"{prefix(index)}/{relationship.ids_field}/{position}",
-            )
+        wanted = {row[attribute.name] for row in rows if row.get(attribute.name) is not None}
+        missing = await missing_keys(session, target, wanted)
+        problems += [
+            _dangling(target, row[attribute.name], f"{prefix(index)}/{attribute.name}")
+            for index, row in enumerate(rows)
+            if row.get(attribute.name) in missing
+        ]
+    for join in _written_joins(resource):
+        field = join.ids_field or ""
+        wanted = {t for link in links for t in link.get(field, [])}
+        missing = await missing_keys(session, join.target.key, wanted)
+        problems += [
+            _dangling(join.target.key, target, f"{prefix(index)}/{field}/{position}")
             for index, link in enumerate(links)
-            for position, target in enumerate(link.get(relationship.ids_field, []))
+            for position, target in enumerate(link.get(field, []))
             if target in missing
         ]
+    if problems:
         raise InvalidBody(f"{problems[0].pointer}: {problems[0].detail}", tuple(problems[:20]))
+
+
+def _dangling(key: Attribute, value: Any, pointer: str) -> ErrorItem:
+    return ErrorItem(f"no {key.owner} with {key.name} {key.codec.format(value)}", pointer=pointer)
 
 
 def _clash(resource: Resource, field: str, pointer: str, *, also: str | None = None) -> Conflict:
@@ -258,10 +299,14 @@ def _clash(resource: Resource, field: str, pointer: str, *, also: str | None = N
     return Conflict(detail, (ErrorItem(item, pointer=pointer),))
 
 
-def _link_tables(resource: Resource, links: Sequence[dict[str, list[int]]]) -> frozenset[str]:
+def _link_tables(resource: Resource, links: Sequence[Links]) -> frozenset[str]:
     used = {field for link in links for field in link}
-    return frozenset(r.junction.name for r in resource.relationships if r.ids_field in used)
+    return frozenset(
+        j.secondary.name
+        for j in _written_joins(resource)
+        if j.ids_field in used and j.secondary is not None
+    )
 
 
-def _changed_tables(resource: Resource, links: Sequence[dict[str, list[int]]]) -> frozenset[str]:
-    return _link_tables(resource, links) | {resource.table}
+def _changed_tables(resource: Resource, links: Sequence[Links]) -> frozenset[str]:
+    return _link_tables(resource, links) | {resource.table.name}

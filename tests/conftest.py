@@ -20,13 +20,15 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from service.db import UNCOUNTED
+from service.db import UNCOUNTED, Base
 from service.migrations import run_upgrade
+from service.schema import registry_of
 from service.settings import Settings
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
+AUTH = registry_of(Base)  # the built-in models' registry, as the app derives it
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BACKENDS = tuple(
     name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite,postgres").split(",")

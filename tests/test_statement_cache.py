@@ -10,6 +10,7 @@ from service.query.cursor import CursorCodec
 from service.query.memo import plan_list
 from service.query.plan import Limits
 from service.settings import Settings
+from tests.conftest import AUTH
 
 LIMITS = Limits.from_settings(Settings())
 CODEC = CursorCodec(b"statement-cache-test")
@@ -17,7 +18,12 @@ CODEC = CursorCodec(b"statement-cache-test")
 
 def page_key(resource: str, query_string: str) -> object:
     query = plan_list(
-        resource, query_string.encode(), private_ok=True, limits=LIMITS, scope=None, codec=CODEC
+        AUTH[resource],
+        query_string.encode(),
+        private_ok=True,
+        limits=LIMITS,
+        scope=None,
+        codec=CODEC,
     )
     key = build_page_select(query)._generate_cache_key()
     assert key is not None, f"{resource}?{query_string} is compiled anew on every execution"

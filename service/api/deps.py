@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 
 from service.api.headers import header, read_headers
 from service.auth import Caller, TokenVerifier, invalid_token
 from service.cache import ResponseCache
-from service.errors import NotFound
+from service.errors import InvalidParameter, NotFound
 from service.query.plan import Limits
-from service.query.values import INT_MAX
 from service.reading import Reader
 from service.repository import Database
+from service.schema import Registry, Resource
 from service.settings import Settings
 from service.writing import Writer
 
@@ -30,6 +30,7 @@ class Services:
     writer: Writer
     tokens: TokenVerifier
     cache: ResponseCache
+    registry: Registry
 
 
 # The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a
@@ -68,24 +69,24 @@ def authorization_of(request: Request) -> str | None:
     return header(read_headers(request.scope["headers"]), b"authorization")
 
 
-def canonical_id(text: str) -> int | None:
-    """The id a path segment spells in its one canonical form (`1`, never `01`, `+1`, `1_0`
-    or ` 1`), or None."""
-    if not text.isascii() or not text.isdigit() or text.startswith("0") or len(text) > 10:
+def parse_key(resource: Resource, text: str) -> Any | None:
+    """The key a path segment spells in its one canonical form, or None: `1`, never `01`,
+    `+1`, `1_0` or ` 1`; a UUID in lower case. A resource has one URL."""
+    codec = resource.key.codec
+    try:
+        value = codec.parse(text, parameter="id")
+    except InvalidParameter:
         return None
-    value = int(text)
-    return value if value <= INT_MAX else None
+    return value if codec.format(value) == text else None
 
 
-async def check_canonical_id(request: Request) -> None:
-    """A path id in any other spelling names no resource: 404 before the id is parsed."""
-    if canonical_id(str(request.path_params.get("id", ""))) is None:
+def key_of(request: Request, resource: Resource) -> Any:
+    """The route's `{id}` as the resource's key; any other spelling names nothing (404)."""
+    value = parse_key(resource, str(request.path_params.get("id", "")))
+    if value is None:
         raise NotFound("no such resource")
+    return value
 
-
-# The id's schema for the OpenAPI document; `check_canonical_id` has refused other spellings.
-IdPath = Annotated[int, Path(description="The row's id", ge=1, le=INT_MAX)]
-CANONICAL_ID = Depends(check_canonical_id)
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 ReadCallerDep = Annotated[Caller, Depends(get_read_caller)]

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.caching import CACHE_HEADERS, LOOKUP_STATE, asks_no_cache, etag_matches
-from service.api.deps import Services, canonical_id
+from service.api.deps import Services, parse_key
 from service.api.headers import Headers, header, read_headers, text_of
 from service.api.problems import problem_response
 from service.api.targets import CacheTarget, item_target, list_target
@@ -34,7 +34,6 @@ from service.errors import ServiceError
 from service.query.memo import plan_item, plan_list
 from service.query.plan import Scope as Subcollection
 from service.reading import Reader
-from service.resources import RESOURCES
 from service.timing import current_stats
 
 READ_STATE = "read"  # where HitPath leaves the read it worked out
@@ -121,43 +120,41 @@ def _memoized_read(
 ) -> Read | None:
     """Pure in its arguments (services compare by identity); errors raise, never remembered."""
     parts = path.split("/")[1:]  # a resource has one URL: no empty segment anywhere
-    resource = RESOURCES.get(parts[0])
+    resource = services.registry.get(parts[0])
     if resource is None or len(parts) > 3 or "" in parts:
         return None
     limits, access, codec = services.limits, caller.access_class, services.reader.codec
     private_ok = caller.authenticated
     if len(parts) == 1:
         query = plan_list(
-            resource.name, query_string, private_ok=private_ok, limits=limits, scope=None,
-            codec=codec,
-        )  # fmt: skip
+            resource, query_string, private_ok=private_ok, limits=limits, scope=None, codec=codec
+        )
         link = f"{root}/{resource.name}"
         return Read(
             f"/{resource.name}",
             list_target(query, path=link, access=access, kind="list"),
             partial(Reader.list_body, query=query, base_path=link),
         )
-    identifier = canonical_id(parts[1])
+    identifier = parse_key(resource, parts[1])
     if identifier is None:
         return None
     if len(parts) == 2:
-        plan = plan_item(resource.name, query_string, private_ok=private_ok, limits=limits)
+        plan = plan_item(resource, query_string, private_ok=private_ok, limits=limits)
         return Read(
             f"/{resource.name}/{{id}}",
-            item_target(plan, path=f"{root}/{resource.name}/{identifier}", access=access),
+            item_target(plan, path=f"{root}/{resource.name}/{parts[1]}", access=access),
             partial(Reader.item_body, plan=plan, identifier=identifier),
         )
-    relationship = resource.relationship(parts[2])
-    if relationship is None:
+    join = resource.relationship(parts[2])
+    if join is None or not join.many:
         return None
-    sub = Subcollection(parent=resource.name, relationship=relationship.name, parent_id=identifier)
     query = plan_list(
-        relationship.target, query_string, private_ok=private_ok, limits=limits, scope=sub,
-        codec=codec,
+        join.target, query_string, private_ok=private_ok, limits=limits,
+        scope=Subcollection(join, identifier), codec=codec,
     )  # fmt: skip
-    link = f"{root}/{resource.name}/{identifier}/{relationship.name}"
+    link = f"{root}/{resource.name}/{parts[1]}/{join.name}"
     return Read(
-        f"/{resource.name}/{{id}}/{relationship.name}",
+        f"/{resource.name}/{{id}}/{join.name}",
         list_target(query, path=link, access=access, kind="related"),
         partial(Reader.list_body, query=query, base_path=link),
     )

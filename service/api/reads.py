@@ -6,11 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api import caching
-from service.api.deps import CANONICAL_ID, IdPath, ReadCallerDep, Services, ServicesDep
+from service.api.deps import ReadCallerDep, Services, ServicesDep, key_of
 from service.api.targets import item_target, list_target
 from service.auth import Caller
 from service.openapi import (
     cached_responses,
+    id_parameter,
     item_links,
     item_schema_name,
     list_parameters,
@@ -20,7 +21,7 @@ from service.openapi import (
 )
 from service.query.memo import plan_item, plan_list
 from service.query.plan import ListQuery, Scope
-from service.resources import RESOURCES, Relationship, Resource
+from service.schema import Join, Resource
 from service.settings import Settings
 from service.timing import stage
 
@@ -32,7 +33,11 @@ def json_response(body: bytes) -> Response:
 
 
 def parse_list_query(
-    request: Request, services: Services, caller: Caller, resource: str, scope: Scope | None = None
+    request: Request,
+    services: Services,
+    caller: Caller,
+    resource: Resource,
+    scope: Scope | None = None,
 ) -> ListQuery:
     with stage("plan"):
         return plan_list(
@@ -72,7 +77,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             **with_links(
                 cached_responses(f"{schema}List", f"A page of {resource.name}"),
                 200,
-                item_links(resource, "$response.body#/data/0/id"),
+                item_links(resource, f"$response.body#/data/0/{resource.key.name}"),
             ),
             **problem_responses(*READ_ERRORS),
         },
@@ -80,14 +85,13 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         operation_id=f"list_{resource.name}",
     )
     async def list_rows(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
-        query = parse_list_query(request, services, caller, resource.name)
+        query = parse_list_query(request, services, caller, resource)
         return await serve_list(
             request, services, caller, query, path=f"/{resource.name}", kind="list"
         )
 
     @router.get(
         f"/{resource.name}/{{id}}",
-        dependencies=[CANONICAL_ID],
         summary=f"Get one of {resource.name}",
         response_class=Response,
         responses={
@@ -98,56 +102,58 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             ),
             **problem_responses(*READ_ERRORS, 404),
         },
-        openapi_extra={"parameters": shape_parameters(resource, settings)},
+        openapi_extra={
+            "parameters": [id_parameter(resource), *shape_parameters(resource, settings)]
+        },
         operation_id=f"get_{resource.name}",
     )
-    async def get_row(
-        request: Request, id: IdPath, services: ServicesDep, caller: ReadCallerDep
-    ) -> Response:
+    async def get_row(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
+        identifier = key_of(request, resource)
         with stage("plan"):
             plan = plan_item(
-                resource.name,
+                resource,
                 request.scope["query_string"],
                 private_ok=caller.authenticated,
                 limits=services.limits,
             )
-        path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{id}"
+        shown = resource.key.codec.format(identifier)
+        path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{shown}"
         target = item_target(plan, path=path, access=caller.access_class)
         return await caching.serve(
-            request, services, target, produce=lambda: services.reader.item_body(plan, id)
+            request, services, target, produce=lambda: services.reader.item_body(plan, identifier)
         )
 
-    for relationship in resource.relationships:
-        _add_sub_collection(router, resource, relationship, settings)
+    for join in resource.relationships:
+        if join.many:
+            _add_sub_collection(router, resource, join, settings)
     return router
 
 
 def _add_sub_collection(
-    router: APIRouter, parent: Resource, relationship: Relationship, settings: Settings
+    router: APIRouter, parent: Resource, join: Join, settings: Settings
 ) -> None:
-    target = RESOURCES[relationship.target]
+    target = join.target
     schema = item_schema_name(target)
 
     @router.get(
-        f"/{parent.name}/{{id}}/{relationship.name}",
-        dependencies=[CANONICAL_ID],
-        summary=f"List the {relationship.name} of one of {parent.name}",
+        f"/{parent.name}/{{id}}/{join.name}",
+        summary=f"List the {join.name} of one of {parent.name}",
         response_class=Response,
         responses={
             **with_links(
                 cached_responses(f"{schema}List", f"A page of {target.name}"),
                 200,
-                item_links(target, "$response.body#/data/0/id"),
+                item_links(target, f"$response.body#/data/0/{target.key.name}"),
             ),
             **problem_responses(*READ_ERRORS, 404),
         },
-        openapi_extra={"parameters": list_parameters(target, settings)},
-        operation_id=f"list_{parent.name}_{relationship.name}",
+        openapi_extra={"parameters": [id_parameter(parent), *list_parameters(target, settings)]},
+        operation_id=f"list_{parent.name}_{join.name}",
     )
     async def list_related(
-        request: Request, id: IdPath, services: ServicesDep, caller: ReadCallerDep
+        request: Request, services: ServicesDep, caller: ReadCallerDep
     ) -> Response:
-        scope = Scope(parent=parent.name, relationship=relationship.name, parent_id=id)
-        query = parse_list_query(request, services, caller, target.name, scope)
-        path = f"/{parent.name}/{id}/{relationship.name}"
+        identifier = key_of(request, parent)
+        query = parse_list_query(request, services, caller, target, Scope(join, identifier))
+        path = f"/{parent.name}/{parent.key.codec.format(identifier)}/{join.name}"
         return await serve_list(request, services, caller, query, path=path, kind="related")

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.body import read_json
-from service.api.deps import CANONICAL_ID, IdPath, ServicesDep, WriteCallerDep
+from service.api.deps import ServicesDep, WriteCallerDep, key_of
 from service.api.reads import json_response
 from service.openapi import (
     create_body,
     created_response,
+    id_parameter,
     item_links,
     item_schema_name,
     no_content,
@@ -22,7 +23,7 @@ from service.openapi import (
 )
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Plan, build_plan
-from service.resources import Resource
+from service.schema import Resource
 from service.schemas import parse_create_body, parse_update_body
 from service.settings import Settings
 from service.timing import stage
@@ -30,7 +31,7 @@ from service.timing import stage
 WRITE_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 
 
-def response_plan(request: Request, services: ServicesDep, resource: str) -> Plan:
+def response_plan(request: Request, services: ServicesDep, resource: Resource) -> Plan:
     """The shape of a write's response: `fields` and `include`, as on an item read."""
     with stage("plan"):
         raw = parse_query_string(request.scope["query_string"], endpoint=Endpoint.ITEM)
@@ -56,21 +57,18 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
         operation_id=f"create_{resource.name}",
     )
     async def create(request: Request, services: ServicesDep, _caller: WriteCallerDep) -> Response:
-        plan = response_plan(request, services, resource.name)
+        plan = response_plan(request, services, resource)
         payload = await read_json(request, max_bytes=services.settings.max_body_bytes)
-        items, single = parse_create_body(
-            resource.name, payload, max_batch=services.settings.max_batch
-        )
-        body, ids = await services.writer.create(resource.name, items, single=single, plan=plan)
+        items, single = parse_create_body(resource, payload, max_batch=services.settings.max_batch)
+        body, keys = await services.writer.create(resource, items, single=single, plan=plan)
         response = json_response(body)
         response.status_code = 201
         if single:
-            response.headers["Location"] = f"/{resource.name}/{ids[0]}"
+            response.headers["Location"] = f"/{resource.name}/{resource.key.codec.format(keys[0])}"
         return response
 
     @router.patch(
         f"/{resource.name}/{{id}}",
-        dependencies=[CANONICAL_ID],
         summary=f"Change one of {resource.name}",
         response_class=Response,
         responses={
@@ -82,23 +80,21 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
             **problem_responses(*WRITE_ERRORS, 404),
         },
         openapi_extra={
-            "parameters": shape_parameters(resource, settings),
+            "parameters": [id_parameter(resource), *shape_parameters(resource, settings)],
             "requestBody": update_body(resource),
             "security": security,
         },
         operation_id=f"update_{resource.name}",
     )
-    async def update(
-        request: Request, id: IdPath, services: ServicesDep, _caller: WriteCallerDep
-    ) -> Response:
-        plan = response_plan(request, services, resource.name)
+    async def update(request: Request, services: ServicesDep, _caller: WriteCallerDep) -> Response:
+        identifier = key_of(request, resource)
+        plan = response_plan(request, services, resource)
         payload = await read_json(request, max_bytes=services.settings.max_body_bytes)
-        patch = parse_update_body(resource.name, payload)
-        return json_response(await services.writer.update(resource.name, id, patch, plan=plan))
+        patch = parse_update_body(resource, payload)
+        return json_response(await services.writer.update(resource, identifier, patch, plan=plan))
 
     @router.delete(
         f"/{resource.name}/{{id}}",
-        dependencies=[CANONICAL_ID],
         summary=f"Delete one of {resource.name}",
         status_code=204,
         response_class=Response,
@@ -106,14 +102,13 @@ def make_write_router(resource: Resource, settings: Settings) -> APIRouter:
             **no_content("Deleted, with its links; no body"),
             **problem_responses(400, 401, 404, 503),
         },
-        openapi_extra={"security": security},
+        openapi_extra={"parameters": [id_parameter(resource)], "security": security},
         operation_id=f"delete_{resource.name}",
     )
-    async def delete(
-        request: Request, id: IdPath, services: ServicesDep, _caller: WriteCallerDep
-    ) -> Response:
+    async def delete(request: Request, services: ServicesDep, _caller: WriteCallerDep) -> Response:
+        identifier = key_of(request, resource)
         parse_query_string(request.scope["query_string"], endpoint=Endpoint.ITEM)
-        await services.writer.delete(resource.name, id)
+        await services.writer.delete(resource, identifier)
         return Response(status_code=204)
 
     return router

@@ -30,7 +30,6 @@ from service.query.options import build_list_select, order_terms, where_clause
 from service.query.params import parse_query_string
 from service.query.plan import ListQuery, build_list_query
 from service.query.values import Scalar
-from service.resources import RESOURCES
 from service.seed import seed
 from service.settings import Settings
 
@@ -169,7 +168,9 @@ async def _build_cases(
 def list_query(resource: str, query_string: str, services: Services) -> ListQuery:
     """The ListQuery the service builds for this query string (an anonymous caller)."""
     raw = parse_query_string(query_string)
-    return build_list_query(resource, raw, private_ok=False, limits=services.limits)
+    return build_list_query(
+        services.registry[resource], raw, private_ok=False, limits=services.limits
+    )
 
 
 async def deep_cursor(services: Services, query: ListQuery, *, skip: int) -> str:
@@ -180,18 +181,19 @@ async def deep_cursor(services: Services, query: ListQuery, *, skip: int) -> str
     and signing its values with the app's own codec gives the very token the walk would
     end with (the cross-check then compares the page it opens with OFFSET's).
     """
-    resource = RESOURCES[query.resource]
-    model: Any = resource.model
+    resource = query.resource
     statement = (
-        select(*(getattr(model, key.name) for key in query.sort))
+        select(*(attribute.column for attribute in query.sort_attributes))
         .where(*where_clause(query))
-        .order_by(*order_terms(resource, model, query.sort))
+        .order_by(*order_terms(resource, query.sort))
         .offset(skip - 1)
         .limit(1)
     )
     async with services.db.engine.connect() as connection:
         values: tuple[Scalar | None, ...] = tuple((await connection.execute(statement)).one())
-    return services.reader.codec.encode(values, binding=binding(query))
+    return services.reader.codec.encode(
+        values, binding=binding(query), attributes=query.sort_attributes
+    )
 
 
 def _http(client: httpx.AsyncClient, url: str) -> Callable[[], Awaitable[list[int]]]:

@@ -6,19 +6,14 @@ from functools import lru_cache
 
 from service.query.canonical import list_params, shape_params, to_query_string
 from service.query.plan import ListQuery, Plan, plan_is_private
-from service.resources import RESOURCES
 
 
 @lru_cache(maxsize=4096)
 def plan_tables(plan: Plan) -> frozenset[str]:
-    """The primary table, and the junction and target tables of every include."""
-    resource = RESOURCES[plan.resource]
-    tables = {resource.table}
+    """The primary table, and the tables of every include's link and target."""
+    tables = {plan.resource.table.name}
     for name, child in plan.children:
-        relationship = resource.relationship(name)
-        assert relationship is not None
-        tables.add(relationship.junction.name)
-        tables |= plan_tables(child)
+        tables |= plan.join(name).tables | plan_tables(child)
     return frozenset(tables)
 
 
@@ -27,17 +22,10 @@ def query_tables(query: ListQuery) -> tuple[str, ...]:
     """Every table a list response depends on, filters and sub-collection scope included."""
     tables = set(plan_tables(query.plan))
     for condition in query.filters:
-        resource = RESOURCES[condition.resource]
-        for name in condition.path:
-            relationship = resource.relationship(name)
-            assert relationship is not None
-            resource = RESOURCES[relationship.target]
-            tables |= {relationship.junction.name, resource.table}
+        for join in condition.joins:
+            tables |= join.tables
     if query.scope is not None:
-        parent = RESOURCES[query.scope.parent]
-        relationship = parent.relationship(query.scope.relationship)
-        assert relationship is not None
-        tables |= {parent.table, relationship.junction.name}
+        tables |= {query.scope.parent.table.name, *query.scope.join.tables}
     return tuple(sorted(tables))
 
 

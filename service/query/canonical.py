@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from service.query.params import Count
 from service.query.plan import Condition, ListQuery, Plan
-from service.query.values import format_scalar
+from service.query.values import format_value
 
 _SAFE = ":@-._~"
 
@@ -29,12 +29,13 @@ def shape_params(plan: Plan) -> list[tuple[str, str]]:
 def filter_params(filters: tuple[Condition, ...]) -> list[tuple[str, str]]:
     params = []
     for condition in filters:
-        name = ".".join((*condition.path, condition.attribute))
+        name = ".".join((*condition.path, condition.attribute.name))
         key = f"filter[{name}]" if condition.op == "eq" else f"filter[{name}][{condition.op}]"
+        attribute = condition.attribute
         if isinstance(condition.value, tuple):
-            value = ",".join(quote(format_scalar(v), safe=_SAFE) for v in condition.value)
+            value = ",".join(quote(format_value(attribute, v), safe=_SAFE) for v in condition.value)
         else:
-            value = quote(format_scalar(condition.value), safe=_SAFE)
+            value = quote(format_value(attribute, condition.value), safe=_SAFE)
         params.append((key, value))
     return params
 
@@ -43,11 +44,8 @@ def list_params(query: ListQuery) -> list[tuple[str, str]]:
     """Every parameter of a list request but the cursor, in canonical order."""
     params = shape_params(query.plan) + filter_params(query.filters)
     if not query.default_sort:
-        sort = (
-            query.sort[:-1]
-            if query.sort[-1].name == "id" and not query.sort[-1].descending
-            else query.sort
-        )
+        last, key = query.sort[-1], query.resource.key.name
+        sort = query.sort[:-1] if last.name == key and not last.descending else query.sort
         params.append(("sort", ",".join(("-" if k.descending else "") + k.name for k in sort)))
     if not query.default_limit:
         params.append(("limit", str(query.limit)))
@@ -64,8 +62,11 @@ def to_query_string(params: list[tuple[str, str]]) -> str:
 def binding(query: ListQuery) -> str:
     """What a cursor is bound to: the resource, the scope, the filters and the sort."""
     scope = query.scope
-    scope_text = f"{scope.parent}/{scope.parent_id}/{scope.relationship}" if scope else ""
+    scope_text = ""
+    if scope is not None:
+        parent_id = scope.parent.key.codec.format(scope.parent_id)
+        scope_text = f"{scope.parent.name}/{parent_id}/{scope.join.name}"
     sort = ",".join(("-" if k.descending else "") + k.name for k in query.sort)
     return "|".join(
-        (query.resource, scope_text, to_query_string(filter_params(query.filters)), sort)
+        (query.resource.name, scope_text, to_query_string(filter_params(query.filters)), sort)
     )

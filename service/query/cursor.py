@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import replace
-from datetime import datetime
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -18,8 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from service.errors import InvalidParameter
 from service.query.canonical import binding
 from service.query.plan import ListQuery
-from service.query.values import Scalar, check_stored
-from service.resources import RESOURCES, Attribute
+from service.query.values import Scalar
+from service.schema import Attribute
 
 _MAC_BYTES = 16
 # Base64url never writes '~': a sealed cursor cannot be read as a signed one, nor the reverse.
@@ -42,9 +41,17 @@ class CursorCodec:
         derive = HKDF(algorithm=SHA256(), length=64, salt=None, info=_KEY_LABEL)
         self._siv = AESSIV(derive.derive(secret))
 
-    def encode(self, values: tuple[Scalar | None, ...], *, binding: str) -> str:
-        payload = orjson.dumps([_to_json(value) for value in values])
-        if _sorts_private(binding):
+    def encode(
+        self, values: tuple[Scalar | None, ...], *, binding: str, attributes: tuple[Attribute, ...]
+    ) -> str:
+        """The cursor after a row with these sort values (of these sort attributes)."""
+        payload = orjson.dumps(
+            [
+                None if v is None else a.codec.to_cursor(v)
+                for v, a in zip(values, attributes, strict=True)
+            ]
+        )
+        if _sealed(attributes):
             padded = payload + b" " * (-len(payload) % _BLOCK)
             return _SEALED + _b64(self._siv.encrypt(padded, [binding.encode()]))
         return _b64(payload) + "." + _b64(self._mac(payload, binding))
@@ -54,7 +61,7 @@ class CursorCodec:
     ) -> tuple[Scalar | None, ...]:
         """The values of a cursor made for `binding`, checked against the sort's attributes;
         anything else is a 400."""
-        if _sorts_private(binding):
+        if _sealed(attributes):
             payload = self._unseal(token, binding)
         else:
             payload = self._verify(token, binding)
@@ -95,18 +102,9 @@ class CursorCodec:
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def _sorts_private(binding: str) -> bool:
-    """Whether the query of `binding` (`resource|scope|filters|sort`, see canonical.binding)
-    sorts by a private attribute: the codec's callers hand it only the binding."""
-    name, _, rest = binding.partition("|")
-    resource = RESOURCES.get(name)
-    if resource is None:
-        return False
-    keys = rest.rpartition("|")[2].split(",")
-    return any(
-        attribute is not None and attribute.private
-        for attribute in (resource.attribute(key.removeprefix("-")) for key in keys)
-    )
+def _sealed(attributes: tuple[Attribute, ...]) -> bool:
+    """A cursor whose sort names a private attribute would carry its values: seal it."""
+    return any(attribute.private for attribute in attributes)
 
 
 def _invalid() -> InvalidParameter:
@@ -123,23 +121,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _to_json(value: Scalar | None) -> object:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _from_json(value: object, attribute: Attribute) -> Scalar | None:
     # The MAC says who made a cursor, not that its values fit: whoever holds the secret can
-    # sign values the database refuses (a 500 or 503 there), so they are checked like
-    # filter values, and more strictly: as the service stores them.
+    # sign values the database refuses (a 500 or 503 there), so each is checked by its
+    # codec as the column stores it.
     try:
-        return check_stored(attribute, value, parameter="cursor")
+        if value is None:
+            if not attribute.nullable:
+                raise _invalid()
+            return None
+        return attribute.codec.from_cursor(value, parameter="cursor")
     except InvalidParameter:
         raise _invalid() from None
 
 
 def attach_cursor(query: ListQuery, token: str, codec: CursorCodec) -> ListQuery:
     """The query continued after the row the cursor names; a cursor from another query is a 400."""
-    resource = RESOURCES[query.resource]
-    attributes = tuple(attr for key in query.sort if (attr := resource.attribute(key.name)))
-    after = codec.decode(token, binding=binding(query), attributes=attributes)
+    after = codec.decode(token, binding=binding(query), attributes=query.sort_attributes)
     return replace(query, after=after, cursor=token)

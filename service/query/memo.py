@@ -7,6 +7,7 @@ from functools import lru_cache
 from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Limits, ListQuery, Plan, Scope, build_list_query, build_plan
+from service.schema import Resource
 
 # Every argument is hashable and the functions are pure; invalid requests raise and are
 # not remembered. Bounded, so a client cycling through distinct cursors cannot grow it.
@@ -15,7 +16,7 @@ _SIZE = 4096
 
 @lru_cache(maxsize=_SIZE)
 def plan_list(
-    resource: str,
+    resource: Resource,
     query_string: bytes,
     *,
     private_ok: bool,
@@ -31,6 +32,6 @@ def plan_list(
 
 
 @lru_cache(maxsize=_SIZE)
-def plan_item(resource: str, query_string: bytes, *, private_ok: bool, limits: Limits) -> Plan:
+def plan_item(resource: Resource, query_string: bytes, *, private_ok: bool, limits: Limits) -> Plan:
     raw = parse_query_string(query_string, endpoint=Endpoint.ITEM)
     return build_plan(resource, raw, private_ok=private_ok, limits=limits)

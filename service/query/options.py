@@ -8,7 +8,6 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
-    exists,
     false,
     func,
     literal,
@@ -17,22 +16,30 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import aliased, load_only, selectinload
+from sqlalchemy.orm import load_only, selectinload
+from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from service.db import FOLD_COLLATION_ATTRIBUTE
 from service.query.params import SortKey
-from service.query.plan import Condition, ListQuery, Plan, Scope
+from service.query.plan import Condition, ListQuery, Plan
 from service.query.values import Scalar, Value
-from service.resources import RESOURCES, Resource
+from service.schema import Attribute, Join, Resource
+
+# The ICU root collation folds case like Python's str.lower; an engine may name another
+# (`POSTGRES_FOLD_COLLATION`) on its dialect, read when a statement is compiled.
+FOLD_COLLATION = "und-x-icu"
 
 
 def to_load_options(plan: Plan) -> list[Any]:
     """load_only for this level, selectinload(...).load_only for each child, recursively."""
-    model = RESOURCES[plan.resource].model
-    options: list[Any] = [load_only(*(getattr(model, name) for name in plan.load), raiseload=True)]
+    model = plan.resource.model
+    mapper = plan.resource.model.__mapper__
+    attributes = [mapper.get_property_by_column(column).class_attribute for column in plan.load]
+    options: list[Any] = [load_only(*attributes, raiseload=True)]
     for relation, child in plan.children:
         options.append(selectinload(getattr(model, relation)).options(*to_load_options(child)))
     return options
@@ -40,17 +47,17 @@ def to_load_options(plan: Plan) -> list[Any]:
 
 def build_list_select(query: ListQuery) -> Select[Any]:
     """One page plus one row (to know whether there is a next page), fully loaded."""
-    resource = RESOURCES[query.resource]
-    model: Any = resource.model
-    statement = select(model).options(*to_load_options(query.plan)).where(*where_clause(query))
+    resource = query.resource
+    statement = (
+        select(resource.model).options(*to_load_options(query.plan)).where(*where_clause(query))
+    )
     if query.after is not None:
-        statement = statement.where(keyset_condition(resource, model, query.sort, query.after))
-    return statement.order_by(*order_terms(resource, model, query.sort)).limit(query.limit + 1)
+        statement = statement.where(keyset_condition(resource, query.sort, query.after))
+    return statement.order_by(*order_terms(resource, query.sort)).limit(query.limit + 1)
 
 
 def build_count_select(query: ListQuery) -> Select[Any]:
-    model = RESOURCES[query.resource].model
-    return select(func.count()).select_from(model).where(*where_clause(query))
+    return select(func.count()).select_from(query.resource.table).where(*where_clause(query))
 
 
 class ColumnWrapper(ColumnElement[Any]):
@@ -70,8 +77,8 @@ class ColumnWrapper(ColumnElement[Any]):
 class FoldCase(ColumnWrapper):
     """Unicode lower-casing on both backends.
 
-    On PostgreSQL the text columns are COLLATE "C", whose lower() folds ASCII only, so
-    the fold runs under ICU's root collation (`POSTGRES_FOLD_COLLATION`), which folds like
+    On PostgreSQL, lower() under a "C" collation folds ASCII only, so the fold runs under
+    ICU's root collation (or the engine's `POSTGRES_FOLD_COLLATION`), which folds like
     Python whatever locale the database was created with; SQLite's lower() is replaced by
     Python's on connect (service.db).
     """
@@ -84,17 +91,10 @@ def _compile_fold(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
     return f"lower({compiler.process(element.column, **kw)})"
 
 
-FOLD_COLLATION = {"postgresql": "und-x-icu"}
-
-
-def configure_case_folding(collation: str) -> None:
-    """The PostgreSQL collation whose lower() matches Python's str.lower (ICU's root locale)."""
-    FOLD_COLLATION["postgresql"] = collation
-
-
 @compiles(FoldCase, "postgresql")
 def _compile_fold_postgresql(element: FoldCase, compiler: SQLCompiler, **kw: Any) -> str:
-    collation = FOLD_COLLATION["postgresql"].replace('"', "")
+    collation = getattr(compiler.dialect, FOLD_COLLATION_ATTRIBUTE, FOLD_COLLATION)
+    collation = collation.replace('"', "")
     return f'lower({compiler.process(element.column, **kw)} COLLATE "{collation}")'
 
 
@@ -113,55 +113,35 @@ def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def build_estimate(query: ListQuery) -> Explain:
-    model = RESOURCES[query.resource].model
-    return Explain(select(literal(1)).select_from(model).where(*where_clause(query)))
+    statement = select(literal(1)).select_from(query.resource.table).where(*where_clause(query))
+    return Explain(statement)
 
 
 def where_clause(query: ListQuery) -> list[ColumnElement[bool]]:
-    resource = RESOURCES[query.resource]
-    clauses = [to_condition(resource, resource.model, c) for c in query.filters]
+    table = query.resource.table
+    clauses = [to_condition(table, condition.joins, condition) for condition in query.filters]
     if query.scope is not None:
-        clauses.append(scope_condition(resource, query.scope))
+        clauses.append(query.scope.join.scope_condition(table, query.scope.parent_id))
     return clauses
 
 
-def scope_condition(resource: Resource, scope: Scope) -> ColumnElement[bool]:
-    """Rows linked to the parent, straight through the junction table (its keys are indexed)."""
-    relationship = RESOURCES[scope.parent].relationship(scope.relationship)
-    assert relationship is not None
-    junction = relationship.junction
-    model: Any = resource.model
-    return exists().where(
-        junction.c[relationship.local_key] == scope.parent_id,
-        junction.c[relationship.remote_key] == model.id,
-    )
+def to_condition(
+    source: FromClause, joins: tuple[Join, ...], condition: Condition
+) -> ColumnElement[bool]:
+    """A filter as SQL; each relationship crossed is an EXISTS, so rows are never duplicated."""
+    attribute, op, value = condition.attribute, condition.op, condition.value
+    if not joins:
+        return compare(source.c[attribute.column.key], attribute, op, value)
+    join, rest = joins[0], joins[1:]
+    if not rest and attribute is join.target.key:
+        # The link itself holds the target's key (a junction, or a to-one foreign key).
+        return join.exists_link(source, lambda key: compare(key, attribute, op, value))
+    return join.exists(source, lambda target: to_condition(target, rest, condition))
 
 
-def to_condition(resource: Resource, model: Any, condition: Condition) -> ColumnElement[bool]:
-    """A filter as SQL; each relationship step is an EXISTS, so rows are never duplicated."""
-    if not condition.path:
-        return compare(getattr(model, condition.attribute), condition.op, condition.value)
-    relationship = resource.relationship(condition.path[0])
-    assert relationship is not None
-    target = RESOURCES[relationship.target]
-    # Aliases keep a nested EXISTS from correlating with an outer use of the same table.
-    junction = relationship.junction.alias()
-    inner = Condition(
-        target.name, condition.path[1:], condition.attribute, condition.op, condition.value
-    )
-    link = junction.c[relationship.local_key] == model.id
-    if not inner.path and inner.attribute == "id":
-        # The junction already holds the target's id: no join needed.
-        return exists().where(
-            link, compare(junction.c[relationship.remote_key], inner.op, inner.value)
-        )
-    target_model: Any = aliased(target.model)
-    test = to_condition(target, target_model, inner)
-    return exists().where(link, junction.c[relationship.remote_key] == target_model.id, test)
-
-
-def compare(column: Any, op: str, value: Value) -> ColumnElement[bool]:
-    """One comparison; text compares by code point because the columns are binary-collated."""
+def compare(column: Any, attribute: Attribute, op: str, value: Value) -> ColumnElement[bool]:
+    """One comparison; ranges compare the codec's order (text by code point on both backends)."""
+    codec = attribute.codec
     result: ColumnElement[bool]
     if op == "isnull":
         result = column.is_(None) if value else column.is_not(None)
@@ -175,14 +155,12 @@ def compare(column: Any, op: str, value: Value) -> ColumnElement[bool]:
         result = column.in_(value)
     elif op == "ne":
         result = or_(column != value, column.is_(None))  # NULL is "not equal" to a value too
+    elif op == "eq":
+        result = column == value
     else:
-        result = {
-            "eq": column.__eq__,
-            "lt": column.__lt__,
-            "lte": column.__le__,
-            "gt": column.__gt__,
-            "gte": column.__ge__,
-        }[op](value)
+        key, bound = codec.order_key(column), codec.order_value(value)
+        comparisons = {"lt": key.__lt__, "lte": key.__le__, "gt": key.__gt__, "gte": key.__ge__}
+        result = comparisons[op](bound)
     return result
 
 
@@ -190,14 +168,13 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def order_terms(resource: Resource, model: Any, sort: tuple[SortKey, ...]) -> list[Any]:
+def order_terms(resource: Resource, sort: tuple[SortKey, ...]) -> list[Any]:
     """ORDER BY for the sort keys, NULL sorting as the largest value on both backends:
     last ascending (`AscendingNullsLast`), first descending."""
     terms: list[Any] = []
     for key in sort:
-        attribute = resource.attribute(key.name)
-        assert attribute is not None
-        column = getattr(model, key.name)
+        attribute = _sorted(resource, key)
+        column = attribute.codec.order_key(attribute.column)
         if not attribute.nullable:
             # An explicit NULLS clause would keep SQLite from using an index.
             terms.append(column.desc() if key.descending else column.asc())
@@ -208,11 +185,17 @@ def order_terms(resource: Resource, model: Any, sort: tuple[SortKey, ...]) -> li
     return terms
 
 
+def _sorted(resource: Resource, key: SortKey) -> Attribute:
+    attribute = resource.attribute(key.name)
+    assert attribute is not None
+    return attribute
+
+
 class AscendingNullsLast(ColumnWrapper):
     """The ORDER BY term `col ASC NULLS LAST`.
 
-    PostgreSQL gets `col IS NULL, col`: the same order, in the shape of its
-    `(col IS NULL, col, id)` indexes, which a keyset cursor then enters at its row.
+    PostgreSQL gets `col IS NULL, col`: the same order, in the shape of the
+    `(col IS NULL, col, id)` indexes a keyset cursor can then enter at its row.
     SQLite keeps the plain form: its index on `col` serves it, and it would not range over
     an expression index with a row value anyway.
     """
@@ -234,71 +217,67 @@ def _compile_nulls_last_postgresql(
 
 
 def keyset_condition(
-    resource: Resource, model: Any, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
+    resource: Resource, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
 ) -> ColumnElement[bool]:
     """Rows strictly after `after` in the sort order, NULLs counted as the largest value."""
-    row = _row_after(resource, model, sort, after)
+    row = _row_after(resource, sort, after)
     if row is not None:
         return row
     disjuncts: list[ColumnElement[bool]] = []
     equal_so_far: list[ColumnElement[bool]] = []
     for key, value in zip(sort, after, strict=True):
-        attribute = resource.attribute(key.name)
-        assert attribute is not None
-        column = getattr(model, key.name)
-        beyond = _beyond(column, value, descending=key.descending, nullable=attribute.nullable)
+        attribute = _sorted(resource, key)
+        column = attribute.codec.order_key(attribute.column)
+        bound = None if value is None else attribute.codec.order_value(value)
+        beyond = _beyond(column, bound, descending=key.descending, nullable=attribute.nullable)
         if beyond is not None:
             disjuncts.append(and_(*equal_so_far, beyond) if equal_so_far else beyond)
-        equal_so_far.append(column.is_(None) if value is None else column == value)
+        equal_so_far.append(column.is_(None) if value is None else column == bound)
     if not disjuncts:
         return false()
-    return and_(or_(*disjuncts), *_leading_bound(resource, model, sort[0], after[0]))
+    return and_(or_(*disjuncts), *_leading_bound(resource, sort[0], after[0]))
 
 
 def _row_after(
-    resource: Resource, model: Any, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
+    resource: Resource, sort: tuple[SortKey, ...], after: tuple[Scalar | None, ...]
 ) -> ColumnElement[bool] | None:
     """`(a IS NULL, a, ..., id) > (false, v, ..., x)` when every key is ascending and the
     cursor holds no NULL: one row comparison, which PostgreSQL turns into an index range
     starting at the cursor. The OR form below hides that range when the first key is an
     ascending nullable one (its NULLs come after every value), so that case uses this."""
-    first = resource.attribute(sort[0].name)
-    assert first is not None
+    first = _sorted(resource, sort[0])
     if not first.nullable or any(key.descending for key in sort) or None in after:
         return None
     columns: list[Any] = []
     values: list[Any] = []
     for key, value in zip(sort, after, strict=True):
-        attribute = resource.attribute(key.name)
-        assert attribute is not None
-        column = getattr(model, key.name)
+        attribute = _sorted(resource, key)
+        column = attribute.codec.order_key(attribute.column)
         if attribute.nullable:
             columns.append(column.is_(None))
             values.append(literal(False))
         columns.append(column)
-        values.append(literal(value, type_=column.type))
+        values.append(literal(attribute.codec.order_value(value), type_=column.type))
     return tuple_(*columns) > tuple_(*values)
 
 
-def _leading_bound(
-    resource: Resource, model: Any, key: SortKey, value: Scalar | None
-) -> list[ColumnElement[bool]]:
+def _leading_bound(resource: Resource, key: SortKey, value: Scalar | None) -> list[Any]:
     """A redundant range on the first key, so PostgreSQL can start the index scan at the
     cursor instead of filtering every earlier row (the OR above hides the range from it).
     Ascending nullable keys get none: their NULLs come last and no single range holds them
     (`_row_after` serves them when it can)."""
-    attribute = resource.attribute(key.name)
-    assert attribute is not None
+    attribute = _sorted(resource, key)
     if value is None:
         return []
-    column = getattr(model, key.name)
+    column = attribute.codec.order_key(attribute.column)
+    bound = attribute.codec.order_value(value)
     if key.descending:
-        return [column <= value]  # NULLs sort first descending: they are all behind us
-    return [] if attribute.nullable else [column >= value]
+        return [column <= bound]  # NULLs sort first descending: they are all behind us
+    return [] if attribute.nullable else [column >= bound]
 
 
 def _beyond(
-    column: Any, value: Scalar | None, *, descending: bool, nullable: bool
+    column: Any, value: Any, *, descending: bool, nullable: bool
 ) -> ColumnElement[bool] | None:
     """Strictly past `value` in one key's direction; None when nothing can be."""
     if value is None:
@@ -308,14 +287,3 @@ def _beyond(
     else:
         result = or_(column > value, column.is_(None)) if nullable else column > value
     return result
-
-
-def allow_large_selectin_batches(size: int) -> None:
-    """Let one selectinload statement take every parent of a level (the contract is 1 + k).
-
-    SQLAlchemy splits the parents' keys into IN lists of 500; a response is bounded by
-    `max_embedded_rows`, so one statement per level holds them all (a test guards this).
-    """
-    from sqlalchemy.orm import strategies
-
-    strategies._SelectInLoader._chunksize = size

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Column
 
 from service.errors import InvalidParameter, PrivateAttribute, suggest
 from service.query.params import Count, FilterSpec, Path, RawQuery, SortKey
 from service.query.values import Scalar, Value, parse_filter_value
-from service.resources import RESOURCES, Attribute, Resource
+from service.schema import Attribute, Join, Resource
 from service.settings import Settings
 
 
@@ -36,11 +39,18 @@ class Limits:
 class Plan:
     """One level of the response: what to output, what to load, which relationships to embed."""
 
-    resource: str
+    resource: Resource
     output: tuple[str, ...]  # exactly what the client gets, in registry order
-    load: tuple[str, ...]  # output plus the keys the loaders and the cursor need
+    # The columns to SELECT, in table order: the output's, the key, the sort keys, and the
+    # join keys the embedded levels need (a to-one link's foreign key).
+    load: tuple[Column[Any], ...]
     children: tuple[tuple[str, Plan], ...] = ()
     default_output: bool = True  # output is the caller's default selection
+
+    def join(self, name: str) -> Join:
+        found = self.resource.relationship(name)
+        assert found is not None
+        return found
 
     def walk(self, path: Path = ()) -> tuple[tuple[Path, Plan], ...]:
         """Every (path, node) pair below and including this one, parents first."""
@@ -54,27 +64,33 @@ class Plan:
 class Condition:
     """A filter: relationships to cross (by existence), then an attribute compared with a value."""
 
-    resource: str  # where the path starts
-    path: Path  # relationship names
-    attribute: str
+    joins: tuple[Join, ...]  # the relationships crossed, from the queried resource on
+    attribute: Attribute  # of the last join's target (or the queried resource)
     op: str
     value: Value
+
+    @property
+    def path(self) -> Path:
+        return tuple(join.name for join in self.joins)
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
     """A sub-collection: the rows related to one parent row."""
 
-    parent: str  # the parent's resource
-    relationship: str  # the parent's relationship name
-    parent_id: int
+    join: Join  # the parent's to-many relationship
+    parent_id: Scalar  # the parent's key
+
+    @property
+    def parent(self) -> Resource:
+        return self.join.source
 
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     plan: Plan
+    sort: tuple[SortKey, ...]  # always ends with the key
     filters: tuple[Condition, ...] = ()
-    sort: tuple[SortKey, ...] = (SortKey("id", False),)  # always ends with id
     limit: int = 50
     after: tuple[Scalar | None, ...] | None = None  # the decoded cursor
     cursor: str | None = None  # as given, for the canonical key
@@ -85,13 +101,16 @@ class ListQuery:
     default_limit: bool = True
 
     @property
-    def resource(self) -> str:
+    def resource(self) -> Resource:
         return self.plan.resource
 
+    @property
+    def sort_attributes(self) -> tuple[Attribute, ...]:
+        return tuple(_attribute(self.resource, key.name) for key in self.sort)
 
-def build_plan(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: Limits) -> Plan:
+
+def build_plan(resource: Resource, raw: RawQuery, *, private_ok: bool, limits: Limits) -> Plan:
     """The plan tree of `fields`, `fields[path]` and `include`, checked against the registry."""
-    resource = RESOURCES[resource_name]
     if len(raw.include) > limits.max_include_paths:
         raise InvalidParameter(
             "include", f"at most {limits.max_include_paths} include paths (counting parents)"
@@ -108,7 +127,7 @@ def build_plan(resource_name: str, raw: RawQuery, *, private_ok: bool, limits: L
             raise InvalidParameter(
                 f"fields[{shown}]", f"fields[{shown}] names a path that is not included"
             )
-    return _build_node(resource, (), raw.include, fields, private_ok=private_ok, extra=())
+    return _build_node(resource, (), raw.include, fields, private_ok=private_ok)
 
 
 def _build_node(
@@ -118,7 +137,6 @@ def _build_node(
     fields: dict[Path, tuple[str, ...]],
     *,
     private_ok: bool,
-    extra: tuple[str, ...],
 ) -> Plan:
     parameter = f"fields[{'.'.join(path)}]" if path else "fields"
     requested = fields.get(path)
@@ -129,22 +147,18 @@ def _build_node(
         for name in requested:
             check_attribute(resource, name, parameter=parameter, private_ok=private_ok)
         output = tuple(name for name in visible if name in requested)
-    load = tuple(
-        a.name for a in resource.attributes if a.name in output or a.name in extra or a.name == "id"
-    )
     children = []
     for relationship in resource.relationships:
         child_path = (*path, relationship.name)
         if child_path in include:
             child = _build_node(
-                RESOURCES[relationship.target],
-                child_path,
-                include,
-                fields,
-                private_ok=private_ok,
-                extra=(),
+                relationship.target, child_path, include, fields, private_ok=private_ok
             )
             children.append((relationship.name, child))
+    joins = [_join(resource, name) for name, _ in children]
+    needed = {_attribute(resource, name).column for name in output}
+    needed |= {resource.key.column, *(join.parent_key for join in joins)}
+    load = _in_table_order(resource, needed)
     for child_path in include:
         if child_path[:-1] == path and resource.relationship(child_path[-1]) is None:
             name = child_path[-1]
@@ -154,7 +168,7 @@ def _build_node(
                 f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}",
             )
     return Plan(
-        resource.name,
+        resource,
         output,
         load,
         tuple(children),
@@ -181,15 +195,14 @@ def check_attribute(
 
 
 def build_conditions(
-    resource_name: str, specs: tuple[FilterSpec, ...], *, private_ok: bool, limits: Limits
+    resource: Resource, specs: tuple[FilterSpec, ...], *, private_ok: bool, limits: Limits
 ) -> tuple[Condition, ...]:
     if len(specs) > limits.max_filters:
         raise InvalidParameter("filter", f"at most {limits.max_filters} filters")
     conditions = [
-        _build_condition(RESOURCES[resource_name], spec, private_ok=private_ok, limits=limits)
-        for spec in specs
+        _build_condition(resource, spec, private_ok=private_ok, limits=limits) for spec in specs
     ]
-    return tuple(sorted(conditions, key=lambda c: (c.path, c.attribute, c.op)))
+    return tuple(sorted(conditions, key=lambda c: (c.path, c.attribute.name, c.op)))
 
 
 def _build_condition(
@@ -200,6 +213,7 @@ def _build_condition(
             spec.parameter, f"filter paths cross at most {limits.max_include_depth} relationships"
         )
     resource = root
+    joins: list[Join] = []
     for name in spec.path[:-1]:
         relationship = resource.relationship(name)
         if relationship is None:
@@ -208,7 +222,8 @@ def _build_condition(
                 spec.parameter,
                 f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}",
             )
-        resource = RESOURCES[relationship.target]
+        joins.append(relationship)
+        resource = relationship.target
     name = spec.path[-1]
     if resource.relationship(name) is not None:
         raise InvalidParameter(
@@ -219,31 +234,38 @@ def _build_condition(
     value = parse_filter_value(
         attribute, spec.op, spec.raw, parameter=spec.parameter, max_in_values=limits.max_in_values
     )
-    return Condition(root.name, spec.path[:-1], name, spec.op, value)
+    return Condition(tuple(joins), attribute, spec.op, value)
+
+
+def default_sort(resource: Resource) -> tuple[SortKey, ...]:
+    return (SortKey(resource.key.name, False),)
 
 
 def build_sort(
-    resource_name: str, sort: tuple[SortKey, ...] | None, *, private_ok: bool
+    resource: Resource, sort: tuple[SortKey, ...] | None, *, private_ok: bool
 ) -> tuple[SortKey, ...]:
-    """The sort keys with `id` as the final tiebreaker."""
-    resource = RESOURCES[resource_name]
+    """The sort keys with the primary key as the final tiebreaker."""
     keys = list(sort or ())
     for key in keys:
         if resource.relationship(key.name) is not None:
             raise InvalidParameter(
                 "sort", f"{key.name!r} is a relationship and cannot be a sort key"
             )
-        check_attribute(resource, key.name, parameter="sort", private_ok=private_ok)
-    ids = [i for i, key in enumerate(keys) if key.name == "id"]
+        attribute = check_attribute(resource, key.name, parameter="sort", private_ok=private_ok)
+        if not attribute.codec.sortable:
+            raise InvalidParameter(
+                "sort", f"{resource.name}.{key.name} ({attribute.codec.name}) cannot be sorted by"
+            )
+    ids = [i for i, key in enumerate(keys) if key.name == resource.key.name]
     if ids:
-        del keys[ids[0] + 1 :]  # nothing after the unique id can change the order
+        del keys[ids[0] + 1 :]  # nothing after the unique key can change the order
     else:
-        keys.append(SortKey("id", False))
+        keys.append(SortKey(resource.key.name, False))
     return tuple(keys)
 
 
 def build_list_query(
-    resource_name: str,
+    resource: Resource,
     raw: RawQuery,
     *,
     private_ok: bool,
@@ -251,11 +273,11 @@ def build_list_query(
     scope: Scope | None = None,
 ) -> ListQuery:
     """The validated list request: plan, filters, sort and page (the cursor is attached after)."""
-    sort = build_sort(resource_name, raw.sort, private_ok=private_ok)
-    sort_attributes = tuple(key.name for key in sort)
-    plan = build_plan(resource_name, raw, private_ok=private_ok, limits=limits)
-    plan = replace(plan, load=_with_extra(plan, sort_attributes))
-    filters = build_conditions(resource_name, raw.filters, private_ok=private_ok, limits=limits)
+    sort = build_sort(resource, raw.sort, private_ok=private_ok)
+    plan = build_plan(resource, raw, private_ok=private_ok, limits=limits)
+    sorted_by = {_attribute(resource, key.name).column for key in sort}
+    plan = replace(plan, load=_in_table_order(resource, {*plan.load, *sorted_by}))
+    filters = build_conditions(resource, raw.filters, private_ok=private_ok, limits=limits)
     limit = limits.default_limit if raw.limit is None else raw.limit
     if not 1 <= limit <= limits.max_limit:
         raise InvalidParameter("limit", f"limit must be between 1 and {limits.max_limit}")
@@ -267,21 +289,32 @@ def build_list_query(
         count=raw.count,
         scope=scope,
         private=_touches_private(plan, filters, sort),
-        default_sort=sort == (SortKey("id", False),),
+        default_sort=sort == default_sort(resource),
         default_limit=limit == limits.default_limit,
     )
 
 
-def _with_extra(plan: Plan, names: tuple[str, ...]) -> tuple[str, ...]:
-    resource = RESOURCES[plan.resource]
-    return tuple(a.name for a in resource.attributes if a.name in plan.load or a.name in names)
+def _attribute(resource: Resource, name: str) -> Attribute:
+    attribute = resource.attribute(name)
+    assert attribute is not None
+    return attribute
+
+
+def _join(resource: Resource, name: str) -> Join:
+    join = resource.relationship(name)
+    assert join is not None
+    return join
+
+
+def _in_table_order(resource: Resource, columns: set[Column[Any]]) -> tuple[Column[Any], ...]:
+    """One spelling per set of columns (plans key caches), in the table's own order."""
+    return tuple(column for column in resource.table.columns if column in columns)
 
 
 def plan_is_private(plan: Plan) -> bool:
     """Whether any level of the plan outputs a private attribute."""
     for _, node in plan.walk():
-        resource = RESOURCES[node.resource]
-        if any((a := resource.attribute(n)) is not None and a.private for n in node.output):
+        if any(_attribute(node.resource, name).private for name in node.output):
             return True
     return False
 
@@ -290,18 +323,6 @@ def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[Sor
     """Whether the response holds or depends on a private attribute."""
     if plan_is_private(plan):
         return True
-    root = RESOURCES[plan.resource]
-    if any((attr := root.attribute(key.name)) is not None and attr.private for key in sort):
+    if any(_attribute(plan.resource, key.name).private for key in sort):
         return True
-    return any(_condition_attribute(c).private for c in filters)
-
-
-def _condition_attribute(condition: Condition) -> Attribute:
-    resource = RESOURCES[condition.resource]
-    for name in condition.path:
-        relationship = resource.relationship(name)
-        assert relationship is not None
-        resource = RESOURCES[relationship.target]
-    attribute = resource.attribute(condition.attribute)
-    assert attribute is not None
-    return attribute
+    return any(condition.attribute.private for condition in filters)

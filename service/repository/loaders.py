@@ -20,7 +20,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
-from service.query.columns import PARENT_IDS, build_page_select, children_select, page_select
+from service.query.columns import PARENT_KEYS, build_page_select, children_select, page_select
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
 from service.query.values import Scalar
@@ -31,9 +31,20 @@ Item = dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class Loaded:
     items: list[Item]  # exactly the planned keys, relationships embedded
-    ids: list[int]  # the items' ids, in order (an item holds `id` only if it was asked for)
+    ids: list[Any]  # the items' keys, in order (an item holds its key only if it was asked for)
     has_more: bool
     last_sort_values: tuple[Scalar | None, ...] | None  # for the next page's cursor
+
+
+class Node:
+    """One rendered object of a level: its dict, its row, and how often the response holds it."""
+
+    __slots__ = ("item", "row", "weight")
+
+    def __init__(self, item: Item, row: Sequence[Any], weight: int) -> None:
+        self.item = item
+        self.row = row
+        self.weight = weight
 
 
 class EmbeddedBudget:
@@ -68,54 +79,61 @@ async def load_columns(
     rows = await _fetch(connection, page_select(query) if remember else build_page_select(query))
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
-    names, values, id_at = _shape(plan, offset=0)
-    items: list[Item] = []
-    parents: dict[int, Item] = {}
-    for row in rows:
-        item = dict(zip(names, values(row), strict=False))  # equal lengths by construction
-        items.append(item)
-        parents[row[id_at]] = item
+    shape = _shape(plan, offset=0)
+    level = [Node(dict(zip(shape.names, shape.values(row), strict=False)), row, 1) for row in rows]
     last = None
     if rows:
-        positions = [plan.load.index(key.name) for key in query.sort]
-        last = tuple(rows[-1][i] for i in positions)
-    await _attach_children(connection, plan, parents, None, budget)
-    return Loaded(items, list(parents), has_more, last)
+        last = tuple(rows[-1][shape.at[a.column]] for a in query.sort_attributes)
+    await _attach_children(connection, plan, level, budget, offset=0)
+    keys = [row[shape.key_at] for row in rows]
+    return Loaded([node.item for node in level], keys, has_more, last)
 
 
 async def _attach_children(
     connection: AsyncConnection,
     plan: Plan,
-    parents: dict[int, Item],
-    weights: dict[int, int] | None,
+    level: list[Node],
     budget: EmbeddedBudget,
+    *,
+    offset: int,
 ) -> None:
-    """Fill each parent's relationship lists; a child shared by parents is one dict.
-
-    `weights` says how many times each parent appears in the response (None: once each),
-    so the budget counts rows as rendered.
-    """
+    """Fill each parent's relationships (a list, or an object or None); a child shared by
+    parents is one dict. The budget counts rows as rendered (a shared child as often as its
+    parents appear); `offset` is how many leading columns precede a row's `load`."""
     array = connection.dialect.name == "postgresql"
+    shape = _shape(plan, offset=offset)
     for relation, child in plan.children:
-        lists: dict[int, list[Item]] = {}
-        for parent_id, item in parents.items():
-            lists[parent_id] = item[relation] = []
+        join = plan.join(relation)
+        key_at = shape.at[join.parent_key]
+        by_key: dict[Any, list[Node]] = {}
+        for node in level:
+            node.item[relation] = [] if join.many else None
+            key = node.row[key_at]
+            if key is not None:
+                by_key.setdefault(key, []).append(node)
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
-        statement = children_select(plan.resource, relation, child, array_parameter=array)
-        rows = await _fetch(connection, statement, {PARENT_IDS: list(parents)})  # owner id first
-        rendered = len(rows) if weights is None else sum(weights[row[0]] for row in rows)
-        budget.take(rendered, plan.resource, relation)
-        names, values, id_at = _shape(child, offset=1)
-        children: dict[int, Item] = {}
+        statement = children_select(join, child, array_parameter=array)
+        rows = await _fetch(connection, statement, {PARENT_KEYS: list(by_key)})  # owner first
+        budget.take(
+            sum(parent.weight for row in rows for parent in by_key[row[0]]),
+            plan.resource.name,
+            relation,
+        )
+        child_shape = _shape(child, offset=1)
+        children: dict[Any, Node] = {}
         for row in rows:
-            child_id = row[id_at]
-            found = children.get(child_id)
+            found = children.get(row[child_shape.key_at])
             if found is None:
-                found = children[child_id] = dict(zip(names, values(row), strict=False))
-            lists[row[0]].append(found)
-        child_weights = _child_weights(rows, id_at, weights) if child.children else None
-        await _attach_children(connection, child, children, child_weights, budget)
+                item = dict(zip(child_shape.names, child_shape.values(row), strict=False))
+                found = children[row[child_shape.key_at]] = Node(item, row, 0)
+            for parent in by_key[row[0]]:
+                if join.many:
+                    parent.item[relation].append(found.item)
+                else:
+                    parent.item[relation] = found.item
+                found.weight += parent.weight
+        await _attach_children(connection, child, list(children.values()), budget, offset=1)
 
 
 async def _fetch(
@@ -136,31 +154,35 @@ async def _fetch(
 @lru_cache(maxsize=256)
 def _converts_values(columns: tuple[ColumnElement[Any], ...], dialect: Dialect) -> bool:
     # Keyed by the table columns (they live as long as the process), not the statement.
-    return any(
-        column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
-        for column in columns
-    )
+    return any(_converts(column, dialect) for column in columns)
 
 
-def _child_weights(
-    rows: Sequence[Sequence[Any]], id_at: int, weights: dict[int, int] | None
-) -> dict[int, int]:
-    """How many times each child is rendered: once under every appearance of each owner."""
-    found: dict[int, int] = {}
-    for row in rows:
-        child_id = row[id_at]
-        found[child_id] = found.get(child_id, 0) + (1 if weights is None else weights[row[0]])
-    return found
+def _converts(column: ColumnElement[Any], dialect: Dialect) -> bool:
+    try:
+        return column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+    except (TypeError, KeyError):
+        return True  # a processor that needs the driver's type code (asyncpg's numeric)
 
 
 RowValues = Callable[[Sequence[Any]], Sequence[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a level's rows become its dicts."""
+
+    names: tuple[str, ...]  # the output keys
+    values: RowValues  # a C-level getter of their values from a row
+    at: dict[Any, int]  # where each loaded column sits in a row
+    key_at: int  # where the primary key sits
+
+
 @lru_cache(maxsize=1024)
-def _shape(plan: Plan, *, offset: int) -> tuple[tuple[str, ...], RowValues, int]:
-    """A level's output names, a C-level getter of their values from a row, and where the
-    row holds the id; `offset` is how many leading columns precede the plan's `load`."""
-    positions = [plan.load.index(name) + offset for name in plan.output]
+def _shape(plan: Plan, *, offset: int) -> Shape:
+    """`offset` is how many leading columns precede the plan's `load` in a row."""
+    at = {column: index + offset for index, column in enumerate(plan.load)}
+    resource = plan.resource
+    positions = [at[resource.attribute(name).column] for name in plan.output]  # type: ignore[union-attr]
     values: RowValues
     if not positions:
         values = lambda row: ()  # noqa: E731
@@ -169,7 +191,7 @@ def _shape(plan: Plan, *, offset: int) -> tuple[tuple[str, ...], RowValues, int]
         values = lambda row: (row[only],)  # noqa: E731 (itemgetter of one returns no tuple)
     else:
         values = itemgetter(*positions)
-    return tuple(plan.output), values, plan.load.index("id") + offset
+    return Shape(tuple(plan.output), values, at, at[resource.key.column])
 
 
 async def load_entities(
@@ -182,14 +204,19 @@ async def load_entities(
         page = rows[: query.limit]
         items = [to_item(row, query.plan, budget) for row in page]
         last = tuple(getattr(page[-1], key.name) for key in query.sort) if page else None
-        return Loaded(items, [row.id for row in page], len(rows) > query.limit, last)
+        keys = [getattr(row, query.resource.key.name) for row in page]
+        return Loaded(items, keys, len(rows) > query.limit, last)
 
 
 def to_item(row: Any, plan: Plan, budget: EmbeddedBudget) -> Item:
     item = {name: getattr(row, name) for name in plan.output}
     for relation, child in plan.children:
-        related: Sequence[Any] = getattr(row, relation)
-        budget.take(len(related), plan.resource, relation)
+        related: Any = getattr(row, relation)
+        if not plan.join(relation).many:
+            budget.take(related is not None, plan.resource.name, relation)
+            item[relation] = None if related is None else to_item(related, child, budget)
+            continue
+        budget.take(len(related), plan.resource.name, relation)
         item[relation] = [to_item(other, child, budget) for other in related]
     return item
 

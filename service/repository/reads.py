@@ -13,13 +13,13 @@ from service.query.params import Count
 from service.query.plan import ListQuery
 from service.query.values import Scalar
 from service.repository.loaders import LOADERS, EmbeddedBudget, Item
-from service.resources import RESOURCES
+from service.schema import Resource
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[Item]
-    ids: list[int]
+    ids: list[Any]
     has_more: bool
     last_sort_values: tuple[Scalar | None, ...] | None = None
     total: int | None = None
@@ -55,7 +55,7 @@ async def _count(
     return int(await connection.scalar(build_count_select(query)) or 0), False
 
 
-async def exists(connection: AsyncConnection, resource_name: str, identifier: int) -> bool:
-    model: Any = RESOURCES[resource_name].model
-    found = await connection.scalar(select(model.id).where(model.id == identifier))
+async def exists(connection: AsyncConnection, resource: Resource, identifier: Any) -> bool:
+    key = resource.key.column
+    found = await connection.scalar(select(key).where(key == identifier))
     return found is not None

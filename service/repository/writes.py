@@ -5,92 +5,107 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.resources import RESOURCES, Relationship, Resource
-
-
-def table_of(resource: Resource) -> Table:
-    table: Table = resource.model.__table__  # type: ignore[assignment]
-    return table
+from service.schema import Attribute, Join, Resource
 
 
 async def insert_rows(
     session: AsyncSession, resource: Resource, rows: list[dict[str, Any]]
-) -> list[int]:
-    """Multi-row INSERT ... RETURNING id, name; ids in the order of `rows`.
+) -> list[Any]:
+    """One multi-row INSERT ... RETURNING the key; the keys in the order of `rows`.
 
-    Rows come back in any order (SQLite promises none), so they are matched to the input by
-    the unique, required `name`; asking SQLAlchemy to sort them instead would cost one
-    INSERT per row on SQLite. Every row must hold the same keys: a multi-row INSERT has one
-    column list.
-    """
-    table = table_of(resource)
-    statement = insert(table).returning(table.c.id, table.c.name)
-    result = await session.execute(statement, rows)
-    ids = {name: int(identifier) for identifier, name in result.all()}
-    return [ids[row["name"]] for row in rows]
+    Every row must hold the same keys: a multi-row INSERT has one column list. Keys the
+    client gives (or the model's default makes) come back as given; keys the database
+    generates are matched by position (see `_in_input_order`)."""
+    table = resource.table
+    key = resource.key.column
+    values = [{_column_key(resource, name): value for name, value in row.items()} for row in rows]
+    if _generated_integers(session, resource):
+        result = await session.execute(insert(table).returning(key), values)
+        return _in_input_order(list(result.scalars()))
+    statement = insert(table).returning(key, sort_by_parameter_order=True)
+    return list((await session.execute(statement, values)).scalars())
 
 
-async def insert_links(
-    session: AsyncSession, relationship: Relationship, pairs: Iterable[tuple[int, int]]
-) -> None:
-    """(owner id, target id) pairs into the junction table, one executemany."""
-    rows = [
-        {relationship.local_key: owner, relationship.remote_key: target} for owner, target in pairs
-    ]
+def _generated_integers(session: AsyncSession, resource: Resource) -> bool:
+    """SQLite hands out integer keys itself: SQLAlchemy's ordered RETURNING would send one
+    INSERT per row there, so the keys are matched by position instead."""
+    key = resource.key
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    return sqlite and key.codec.name == "integer" and not key.writable
+
+
+def _in_input_order(keys: list[Any]) -> list[Any]:
+    """SQLite gives a multi-row INSERT's rows ascending rowids in VALUES order (it holds the
+    write lock since BEGIN IMMEDIATE, so no one else inserts in between), but promises no
+    order for RETURNING: sorted, the keys line up with the input."""
+    return sorted(keys)
+
+
+def _column_key(resource: Resource, name: str) -> str:
+    attribute = resource.attribute(name) or next(s for s in resource.secrets if s.name == name)
+    return str(attribute.column.key)
+
+
+async def insert_links(session: AsyncSession, join: Join, pairs: Iterable[tuple[Any, Any]]) -> None:
+    """(owner key, target key) pairs into the junction table, one executemany."""
+    assert join.secondary is not None
+    assert join.secondary_target is not None
+    owner, target = join.child_key.key, join.secondary_target.key
+    rows = [{owner: source, target: linked} for source, linked in pairs]
     if rows:
-        await session.execute(insert(relationship.junction), rows)
+        await session.execute(insert(join.secondary), rows)
 
 
-async def clear_links(session: AsyncSession, relationship: Relationship, owner_id: int) -> None:
-    junction = relationship.junction
-    await session.execute(delete(junction).where(junction.c[relationship.local_key] == owner_id))
+async def clear_links(session: AsyncSession, join: Join, owner_key: Any) -> None:
+    assert join.secondary is not None
+    await session.execute(delete(join.secondary).where(join.child_key == owner_key))
 
 
 async def update_row(
-    session: AsyncSession, resource: Resource, identifier: int, values: dict[str, Any]
+    session: AsyncSession, resource: Resource, identifier: Any, values: dict[str, Any]
 ) -> bool:
     """UPDATE one row; False when there is no such row."""
-    table = table_of(resource)
+    key = resource.key.column
     if not values:
-        found = await session.scalar(select(table.c.id).where(table.c.id == identifier))
+        found = await session.scalar(select(key).where(key == identifier))
         return found is not None
-    statement = update(table).where(table.c.id == identifier).values(values).returning(table.c.id)
+    columns = {_column_key(resource, name): value for name, value in values.items()}
+    statement = update(resource.table).where(key == identifier).values(columns).returning(key)
     return (await session.scalar(statement)) is not None
 
 
-async def delete_row(session: AsyncSession, resource: Resource, identifier: int) -> bool:
-    """DELETE one row (its links go by ON DELETE CASCADE); False when there is no such row."""
-    table = table_of(resource)
-    statement = delete(table).where(table.c.id == identifier).returning(table.c.id)
+async def delete_row(session: AsyncSession, resource: Resource, identifier: Any) -> bool:
+    """DELETE one row (the database cascades what its foreign keys say); False when none."""
+    key = resource.key.column
+    statement = delete(resource.table).where(key == identifier).returning(key)
     return (await session.scalar(statement)) is not None
 
 
-async def missing_ids(session: AsyncSession, resource_name: str, ids: set[int]) -> set[int]:
-    """Which of `ids` name no row of the resource (one statement)."""
-    if not ids:
+async def missing_keys(session: AsyncSession, key: Attribute, wanted: set[Any]) -> set[Any]:
+    """Which of `wanted` name no row by this key column (one statement)."""
+    if not wanted:
         return set()
-    table = table_of(RESOURCES[resource_name])
-    found = await session.scalars(select(table.c.id).where(table.c.id.in_(sorted(ids))))
-    return ids - set(found)
+    column = key.column
+    found = await session.scalars(select(column).where(column.in_(list(wanted))))
+    return wanted - set(found)
 
 
 async def taken_values(
     session: AsyncSession,
     resource: Resource,
-    attribute: str,
-    values: Sequence[str],
+    attribute: Attribute,
+    values: Sequence[Any],
     *,
-    excluding_id: int | None = None,
-) -> set[str]:
+    excluding: Any = None,
+) -> set[Any]:
     """Which of `values` another row already holds in a unique column."""
     if not values:
         return set()
-    table = table_of(resource)
-    column = table.c[attribute]
+    column = attribute.column
     statement = select(column).where(column.in_(list(values)))
-    if excluding_id is not None:
-        statement = statement.where(table.c.id != excluding_id)
-    return {str(value) for value in await session.scalars(statement)}
+    if excluding is not None:
+        statement = statement.where(resource.key.column != excluding)
+    return set(await session.scalars(statement))

@@ -35,9 +35,9 @@ from service.app import create_app
 from service.cache.backend import CacheUnavailable, Entry
 from service.cache.redis_backend import RedisBackend
 from service.db import make_engine
-from service.resources import RESOURCES
 from service.seed import seed
 from service.settings import Settings
+from tests.conftest import AUTH as RESOURCES
 from tests.conftest import TOKEN, app_of, make_test_settings, record_statements
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -238,7 +238,8 @@ async def test_equivalent_spellings_share_one_entry(
 # Random valid requests drawn from the registry, and equivalent respellings of them.
 
 RELATIONS = {
-    name: {r.name: r.target for r in resource.relationships} for name, resource in RESOURCES.items()
+    name: {r.name: r.target.name for r in resource.relationships}
+    for name, resource in RESOURCES.items()
 }
 KNOWN_NAMES = {
     "users": ("alice", "bob", "carol"),

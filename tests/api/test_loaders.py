@@ -15,7 +15,7 @@ from service.query.options import build_list_select
 from service.query.params import parse_query_string
 from service.query.plan import Limits, build_list_query
 from tests.api.test_reads import SHAPES
-from tests.conftest import TOKEN, make_test_settings
+from tests.conftest import AUTH, TOKEN, make_test_settings
 
 RESOURCE_QUERIES = {
     "users": ["", "fields=name", "sort=-created,name", "filter[groups.name][startswith]=a",
@@ -78,11 +78,12 @@ def test_both_loaders_give_identical_bodies(seeded_url: str) -> None:
 
 def test_the_page_statement_selects_the_same_columns_as_the_orm_one() -> None:
     raw = parse_query_string("fields=name&include=groups&sort=-created")
-    query = build_list_query("users", raw, private_ok=False, limits=Limits())
+    users = AUTH["users"]
+    query = build_list_query(users, raw, private_ok=False, limits=Limits())
     orm_sql = str(build_list_select(query))
     columns_sql = str(build_page_select(query))
     assert columns_sql.split("FROM")[1] == orm_sql.split("FROM")[1]
     child = dict(query.plan.children)["groups"]
-    children_sql = str(build_children_select("users", "groups", child))
+    children_sql = str(build_children_select(query.plan.join("groups"), child))
     assert "auth_user_group.user_id IN" in children_sql
     assert "ORDER BY auth_group.id" in children_sql

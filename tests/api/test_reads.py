@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.api.fastpath import ReadPath
 from service.app import ServiceApp
-from service.resources import RESOURCES
+from tests.conftest import AUTH as RESOURCES
 from tests.conftest import StatementLog, app_of
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -27,7 +27,7 @@ def include_shapes(resource: str) -> list[Shape]:
     shapes: list[Shape] = [()]
     for relationship in RESOURCES[resource].relationships:
         shapes.append((relationship.name,))
-        for nested in RESOURCES[relationship.target].relationships:
+        for nested in relationship.target.relationships:
             shapes.append((relationship.name, f"{relationship.name}.{nested.name}"))
     return shapes
 
