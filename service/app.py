@@ -15,11 +15,10 @@ from starlette.types import Message, Receive, Scope, Send
 from service import __version__
 from service.api.deps import Services
 from service.api.docs import install_docs
-from service.api.fastpath import ReadPath
 from service.api.health import router as health_router
-from service.api.hits import HitPath
 from service.api.middleware import HEAD, DeadlineMiddleware, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
+from service.api.read_path import ReadPath
 from service.api.reads import make_read_router
 from service.api.writes import make_write_router
 from service.auth import TokenVerifier
@@ -80,9 +79,9 @@ def make_services(settings: Settings) -> Services:
 
 
 class ServiceApp(FastAPI):
-    """FastAPI, with current cache entries answered before its middleware stack."""
+    """FastAPI, with every read of a resource answered before its stack (`serve_read`)."""
 
-    hits: HitPath | None = None  # None: every request goes through the stack
+    reads: ReadPath | None = None  # None: the app is still being built
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,8 +90,8 @@ class ServiceApp(FastAPI):
         if scope["method"] == "HEAD":
             # RFC 9110: HEAD is GET without the body, wherever GET is served.
             scope, send = {**scope, "method": "GET", HEAD: True}, _without_body(send)
-        hits = self.hits
-        if scope["method"] == "GET" and hits is not None and await hits.answer(scope, send):
+        reads = self.reads
+        if scope["method"] == "GET" and reads and await reads.serve_read(scope, receive, send):
             return
         await super().__call__(scope, receive, send)
 
@@ -140,9 +139,8 @@ def create_app(settings: Settings) -> ServiceApp:
     for resource in services.registry.values():
         app.include_router(make_read_router(resource, settings))
         app.include_router(make_write_router(resource, settings))
-    # Outermost last: request context (timed, counted, logged), the deadline, then reads in
-    # plain ASGI. Cache hits are answered before all of them (HitPath does its own context).
-    app.add_middleware(ReadPath)
+    # Outermost last: request context (timed, counted, logged), then the deadline. Reads of
+    # resources are answered before both (ReadPath runs the same two around what it does).
     app.add_middleware(
         DeadlineMiddleware,
         deadline_seconds=settings.request_timeout_seconds,
@@ -151,7 +149,11 @@ def create_app(settings: Settings) -> ServiceApp:
         commit_seconds=max(settings.request_timeout_seconds, settings.statement_timeout_ms / 1000),
     )
     app.add_middleware(RequestContextMiddleware, max_url_bytes=settings.max_url_bytes)
-    app.hits = HitPath(services, max_url_bytes=settings.max_url_bytes)
+    app.reads = ReadPath(
+        services,
+        max_url_bytes=settings.max_url_bytes,
+        deadline_seconds=settings.request_timeout_seconds,
+    )
     _add_components(app, services.registry)
     return app
 

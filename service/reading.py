@@ -12,6 +12,7 @@ from service.query.cursor import CursorCodec
 from service.query.plan import Condition, ListQuery, Plan, default_sort
 from service.render import render_items, render_list
 from service.repository import Database, Page, exists, list_page
+from service.repository.loaders import LoaderMemo
 from service.schema import Resource
 from service.timing import stage
 
@@ -26,6 +27,7 @@ class Reader:
         self.codec = codec
         self.max_embedded_rows = max_embedded_rows
         self.loader = loader
+        self.memo = LoaderMemo()  # this app's statements and row shapes
 
     async def load(
         self, connection: AsyncConnection, query: ListQuery, *, remember: bool = True
@@ -39,6 +41,7 @@ class Reader:
             dialect=self.db.dialect,
             loader=self.loader,
             max_embedded=self.max_embedded_rows,
+            memo=self.memo,
         )
 
     async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:

@@ -1,14 +1,16 @@
-"""GET routes for every resource in the registry: lists, items and sub-collections."""
+"""The GET routes of every resource, as the OpenAPI document describes them.
+
+Every GET of a resource is answered before routing, by `ReadPath.serve_read`
+(service/api/read_path.py): these routes give the document its operations, parameters and
+responses, and never run for a request that reached the app through `ServiceApp`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from service.api import caching
-from service.api.deps import ReadCallerDep, Services, ServicesDep, key_of
-from service.api.targets import item_target, list_target
-from service.auth import Caller
+from service.errors import ServiceError
 from service.openapi import (
     cached_responses,
     id_parameter,
@@ -19,11 +21,8 @@ from service.openapi import (
     shape_parameters,
     with_links,
 )
-from service.query.memo import plan_item, plan_list
-from service.query.plan import ListQuery, Scope
 from service.schema import Join, Resource
 from service.settings import Settings
-from service.timing import stage
 
 READ_ERRORS = (400, 401, 403, 503)
 
@@ -32,66 +31,37 @@ def json_response(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def parse_list_query(
-    request: Request,
-    services: Services,
-    caller: Caller,
-    resource: Resource,
-    scope: Scope | None = None,
-) -> ListQuery:
-    with stage("plan"):
-        return plan_list(
-            resource,
-            request.scope["query_string"],
-            private_ok=caller.authenticated,
-            limits=services.limits,
-            scope=scope,
-            codec=services.reader.codec,
-        )
-
-
-async def serve_list(
-    request: Request, services: Services, caller: Caller, query: ListQuery, *, path: str, kind: str
-) -> Response:
-    """A page through the cache; `path` is canonical, so equal requests share an entry."""
-    link_path = str(request.scope.get("root_path", "")) + path
-    target = list_target(query, path=link_path, access=caller.access_class, kind=kind)
-    return await caching.serve(
-        request,
-        services,
-        target,
-        produce=lambda: services.reader.list_body(query, base_path=link_path),
-    )
+async def served_before_routing() -> Response:
+    """Reached only by an app that bypassed `ServiceApp`: a reads path is not mounted."""
+    raise ServiceError("reads are answered by ReadPath.serve_read, before routing")
 
 
 def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
-    """List, item and one sub-collection route per relationship, all from the declaration."""
+    """List, item and one sub-collection route per to-many relationship."""
     router = APIRouter(tags=[resource.name])
     schema = item_schema_name(resource)
-
-    @router.get(
+    key = resource.key.name
+    router.add_api_route(
         f"/{resource.name}",
+        served_before_routing,
+        methods=["GET"],
         summary=f"List {resource.name}",
         response_class=Response,
         responses={
             **with_links(
                 cached_responses(f"{schema}List", f"A page of {resource.name}"),
                 200,
-                item_links(resource, f"$response.body#/data/0/{resource.key.name}"),
+                item_links(resource, f"$response.body#/data/0/{key}"),
             ),
             **problem_responses(*READ_ERRORS),
         },
         openapi_extra={"parameters": list_parameters(resource, settings)},
         operation_id=f"list_{resource.name}",
     )
-    async def list_rows(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
-        query = parse_list_query(request, services, caller, resource)
-        return await serve_list(
-            request, services, caller, query, path=f"/{resource.name}", kind="list"
-        )
-
-    @router.get(
+    router.add_api_route(
         f"/{resource.name}/{{id}}",
+        served_before_routing,
+        methods=["GET"],
         summary=f"Get one of {resource.name}",
         response_class=Response,
         responses={
@@ -107,22 +77,6 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         },
         operation_id=f"get_{resource.name}",
     )
-    async def get_row(request: Request, services: ServicesDep, caller: ReadCallerDep) -> Response:
-        identifier = key_of(request, resource)
-        with stage("plan"):
-            plan = plan_item(
-                resource,
-                request.scope["query_string"],
-                private_ok=caller.authenticated,
-                limits=services.limits,
-            )
-        shown = resource.key.codec.format(identifier)
-        path = str(request.scope.get("root_path", "")) + f"/{resource.name}/{shown}"
-        target = item_target(plan, path=path, access=caller.access_class)
-        return await caching.serve(
-            request, services, target, produce=lambda: services.reader.item_body(plan, identifier)
-        )
-
     for join in resource.relationships:
         if join.many:
             _add_sub_collection(router, resource, join, settings)
@@ -133,15 +87,15 @@ def _add_sub_collection(
     router: APIRouter, parent: Resource, join: Join, settings: Settings
 ) -> None:
     target = join.target
-    schema = item_schema_name(target)
-
-    @router.get(
+    router.add_api_route(
         f"/{parent.name}/{{id}}/{join.name}",
+        served_before_routing,
+        methods=["GET"],
         summary=f"List the {join.name} of one of {parent.name}",
         response_class=Response,
         responses={
             **with_links(
-                cached_responses(f"{schema}List", f"A page of {target.name}"),
+                cached_responses(f"{item_schema_name(target)}List", f"A page of {target.name}"),
                 200,
                 item_links(target, f"$response.body#/data/0/{target.key.name}"),
             ),
@@ -150,10 +104,3 @@ def _add_sub_collection(
         openapi_extra={"parameters": [id_parameter(parent), *list_parameters(target, settings)]},
         operation_id=f"list_{parent.name}_{join.name}",
     )
-    async def list_related(
-        request: Request, services: ServicesDep, caller: ReadCallerDep
-    ) -> Response:
-        identifier = key_of(request, parent)
-        query = parse_list_query(request, services, caller, target, Scope(join, identifier))
-        path = f"/{parent.name}/{parent.key.codec.format(identifier)}/{join.name}"
-        return await serve_list(request, services, caller, query, path=path, kind="related")

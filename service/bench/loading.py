@@ -38,7 +38,7 @@ from service.migrations import run_upgrade
 from service.models import Group, User, user_group
 from service.query.params import parse_query_string
 from service.query.plan import Limits, ListQuery, build_list_query
-from service.repository.loaders import EmbeddedBudget, load_columns, load_entities
+from service.repository.loaders import EmbeddedBudget, LoaderMemo, load_columns, load_entities
 from service.schema import registry_of
 from service.seed import seed
 from service.settings import Settings
@@ -239,16 +239,22 @@ def orm_strategies(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Run]
 
         return run
 
+    memo = LoaderMemo()
+
     async def planner_columns(page: int) -> list[Item]:
         async with sessions() as session:
             connection = await session.connection()
-            loaded = await load_columns(connection, planner_query(page), EmbeddedBudget(10**9))
+            loaded = await load_columns(
+                connection, planner_query(page), EmbeddedBudget(10**9), memo
+            )
         return loaded.items
 
     async def planner_orm(page: int) -> list[Item]:
         async with sessions() as session:
             connection = await session.connection()
-            loaded = await load_entities(connection, planner_query(page), EmbeddedBudget(10**9))
+            loaded = await load_entities(
+                connection, planner_query(page), EmbeddedBudget(10**9), memo
+            )
         return loaded.items
 
     return {

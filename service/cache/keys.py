@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from service.query.canonical import list_params, shape_params, to_query_string
 from service.query.plan import ListQuery, Plan, plan_is_private
 
 
-@lru_cache(maxsize=4096)
 def plan_tables(plan: Plan) -> frozenset[str]:
     """The primary table, and the tables of every include's link and target."""
     tables = {plan.resource.table.name}
@@ -17,7 +14,6 @@ def plan_tables(plan: Plan) -> frozenset[str]:
     return frozenset(tables)
 
 
-@lru_cache(maxsize=4096)
 def query_tables(query: ListQuery) -> tuple[str, ...]:
     """Every table a list response depends on, filters and sub-collection scope included."""
     tables = set(plan_tables(query.plan))
@@ -29,7 +25,6 @@ def query_tables(query: ListQuery) -> tuple[str, ...]:
     return tuple(sorted(tables))
 
 
-@lru_cache(maxsize=4096)
 def list_key(query: ListQuery, *, path: str, access: str) -> str:
     """The canonical request, plus the caller's access class when the response is private."""
     params = list_params(query)
@@ -39,7 +34,6 @@ def list_key(query: ListQuery, *, path: str, access: str) -> str:
     return f"{key}|{access}" if query.private else key
 
 
-@lru_cache(maxsize=4096)
 def item_key(plan: Plan, *, path: str, access: str) -> str:
     key = f"{path}?{to_query_string(shape_params(plan))}"
     return f"{key}|{access}" if plan_is_private(plan) else key

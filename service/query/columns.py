@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -12,22 +11,7 @@ from service.query.plan import ListQuery, Plan
 from service.schema import Join
 from service.schema.joins import PARENT_KEYS
 
-__all__ = ["PARENT_KEYS", "build_children_select", "build_page_select", "children_select"]
-
-# Statements are immutable, so one per distinct query is shared by every request that asks
-# it: building costs ~25-50 us, and SQLAlchemy computes a statement's cache key only once.
-# Kept for the hot queries only: each holds ~6 KB, and cursors make most pages distinct.
-_STATEMENTS = 512
-
-
-@lru_cache(maxsize=_STATEMENTS)
-def page_select(query: ListQuery) -> Select[Any]:
-    return build_page_select(query)
-
-
-@lru_cache(maxsize=_STATEMENTS)
-def children_select(join: Join, child: Plan, *, array_parameter: bool) -> Select[Any]:
-    return build_children_select(join, child, array_parameter=array_parameter)
+__all__ = ["PARENT_KEYS", "build_children_select", "build_page_select"]
 
 
 def build_page_select(query: ListQuery) -> Select[Any]:

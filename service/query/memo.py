@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Limits, ListQuery, Plan, Scope, build_list_query, build_plan
@@ -14,7 +12,6 @@ from service.schema import Resource
 _SIZE = 4096
 
 
-@lru_cache(maxsize=_SIZE)
 def plan_list(
     resource: Resource,
     query_string: bytes,
@@ -31,7 +28,6 @@ def plan_list(
     return query
 
 
-@lru_cache(maxsize=_SIZE)
 def plan_item(resource: Resource, query_string: bytes, *, private_ok: bool, limits: Limits) -> Plan:
     raw = parse_query_string(query_string, endpoint=Endpoint.ITEM)
     return build_plan(resource, raw, private_ok=private_ok, limits=limits)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
-from service.query.columns import PARENT_KEYS, build_page_select, children_select, page_select
+from service.query.columns import PARENT_KEYS, build_children_select, build_page_select
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
 from service.query.values import Scalar
@@ -47,6 +47,24 @@ class Node:
         self.weight = weight
 
 
+# Statements are immutable, so one per distinct query is shared by every request that asks
+# it: building costs ~25-50 us, and SQLAlchemy computes a statement's cache key only once.
+# Kept for the hot queries only: each holds ~6 KB, and cursors make most pages distinct.
+STATEMENTS = 512
+
+
+class LoaderMemo:
+    """What loading derives once per distinct query: its statements and row shapes.
+
+    One per app (the Reader's), bounded: nothing is shared between apps in a process."""
+
+    def __init__(self, statements: int = STATEMENTS) -> None:
+        self.page = lru_cache(maxsize=statements)(build_page_select)
+        self.children = lru_cache(maxsize=statements)(build_children_select)
+        self.shape = lru_cache(maxsize=1024)(_shape)
+        self.converts = lru_cache(maxsize=256)(_converts_values)
+
+
 class EmbeddedBudget:
     """Counts embedded rows; past the limit the client is sent to the sub-collection endpoint."""
 
@@ -68,7 +86,12 @@ class EmbeddedBudget:
 
 
 async def load_columns(
-    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget, *, remember: bool = True
+    connection: AsyncConnection,
+    query: ListQuery,
+    budget: EmbeddedBudget,
+    memo: LoaderMemo,
+    *,
+    remember: bool = True,
 ) -> Loaded:
     """1 statement for the page, then exactly 1 per include path.
 
@@ -76,15 +99,16 @@ async def load_columns(
     is not kept, so it cannot push out the statements of the queries that repeat.
     """
     plan = query.plan
-    rows = await _fetch(connection, page_select(query) if remember else build_page_select(query))
+    statement = memo.page(query) if remember else build_page_select(query)
+    rows = await _fetch(connection, statement, memo)
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
-    shape = _shape(plan, offset=0)
+    shape = memo.shape(plan, offset=0)
     level = [Node(dict(zip(shape.names, shape.values(row), strict=False)), row, 1) for row in rows]
     last = None
     if rows:
         last = tuple(rows[-1][shape.at[a.column]] for a in query.sort_attributes)
-    await _attach_children(connection, plan, level, budget, offset=0)
+    await _attach_children(connection, plan, level, budget, memo, offset=0)
     keys = [row[shape.key_at] for row in rows]
     return Loaded([node.item for node in level], keys, has_more, last)
 
@@ -94,6 +118,7 @@ async def _attach_children(
     plan: Plan,
     level: list[Node],
     budget: EmbeddedBudget,
+    memo: LoaderMemo,
     *,
     offset: int,
 ) -> None:
@@ -101,7 +126,7 @@ async def _attach_children(
     parents is one dict. The budget counts rows as rendered (a shared child as often as its
     parents appear); `offset` is how many leading columns precede a row's `load`."""
     array = connection.dialect.name == "postgresql"
-    shape = _shape(plan, offset=offset)
+    shape = memo.shape(plan, offset=offset)
     for relation, child in plan.children:
         join = plan.join(relation)
         key_at = shape.at[join.parent_key]
@@ -113,14 +138,14 @@ async def _attach_children(
                 by_key.setdefault(key, []).append(node)
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
-        statement = children_select(join, child, array_parameter=array)
-        rows = await _fetch(connection, statement, {PARENT_KEYS: list(by_key)})  # owner first
+        statement = memo.children(join, child, array_parameter=array)
+        rows = await _fetch(connection, statement, memo, {PARENT_KEYS: list(by_key)})
         budget.take(
             sum(parent.weight for row in rows for parent in by_key[row[0]]),
             plan.resource.name,
             relation,
         )
-        child_shape = _shape(child, offset=1)
+        child_shape = memo.shape(child, offset=1)
         children: dict[Any, Node] = {}
         for row in rows:
             found = children.get(row[child_shape.key_at])
@@ -133,17 +158,20 @@ async def _attach_children(
                 else:
                     parent.item[relation] = found.item
                 found.weight += parent.weight
-        await _attach_children(connection, child, list(children.values()), budget, offset=1)
+        await _attach_children(connection, child, list(children.values()), budget, memo, offset=1)
 
 
 async def _fetch(
-    connection: AsyncConnection, statement: Select[Any], params: dict[str, Any] | None = None
+    connection: AsyncConnection,
+    statement: Select[Any],
+    memo: LoaderMemo,
+    params: dict[str, Any] | None = None,
 ) -> Sequence[Sequence[Any]]:
     """The statement's rows, as the driver returned them when SQLAlchemy would convert none
     of the values (asyncpg: ints, text and timestamps come out final): building a Row per
     row is most of what fetching costs past the driver. Otherwise SQLAlchemy's rows."""
     result = await connection.execute(statement, params)
-    if _converts_values(tuple(statement.selected_columns), connection.dialect):
+    if memo.converts(tuple(statement.selected_columns), connection.dialect):
         converted: Sequence[Sequence[Any]] = result.all()
         return converted
     rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
@@ -151,7 +179,6 @@ async def _fetch(
     return rows
 
 
-@lru_cache(maxsize=256)
 def _converts_values(columns: tuple[ColumnElement[Any], ...], dialect: Dialect) -> bool:
     # Keyed by the table columns (they live as long as the process), not the statement.
     return any(_converts(column, dialect) for column in columns)
@@ -177,7 +204,6 @@ class Shape:
     key_at: int  # where the primary key sits
 
 
-@lru_cache(maxsize=1024)
 def _shape(plan: Plan, *, offset: int) -> Shape:
     """`offset` is how many leading columns precede the plan's `load` in a row."""
     at = {column: index + offset for index, column in enumerate(plan.load)}
@@ -195,7 +221,12 @@ def _shape(plan: Plan, *, offset: int) -> Shape:
 
 
 async def load_entities(
-    connection: AsyncConnection, query: ListQuery, budget: EmbeddedBudget, *, remember: bool = True
+    connection: AsyncConnection,
+    query: ListQuery,
+    budget: EmbeddedBudget,
+    _memo: LoaderMemo,
+    *,
+    remember: bool = True,
 ) -> Loaded:
     """The same page through ORM entities (`load_only` + `selectinload`, lazy loads raise),
     in a session on the caller's connection (inside its transaction, if it has one)."""

@@ -12,7 +12,7 @@ from service.query.options import build_count_select, build_estimate
 from service.query.params import Count
 from service.query.plan import ListQuery
 from service.query.values import Scalar
-from service.repository.loaders import LOADERS, EmbeddedBudget, Item
+from service.repository.loaders import LOADERS, EmbeddedBudget, Item, LoaderMemo
 from service.schema import Resource
 
 
@@ -33,11 +33,12 @@ async def list_page(
     dialect: str,
     loader: str = "columns",
     max_embedded: int = 10_000,
+    memo: LoaderMemo,
     remember: bool = True,
 ) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
     budget = EmbeddedBudget(max_embedded)
-    loaded = await LOADERS[loader](connection, query, budget, remember=remember)
+    loaded = await LOADERS[loader](connection, query, budget, memo, remember=remember)
     total, estimated = await _count(connection, query, dialect=dialect)
     return Page(
         loaded.items, loaded.ids, loaded.has_more, loaded.last_sort_values, total, estimated

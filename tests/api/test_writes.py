@@ -19,8 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.app import create_app
-from service.query.columns import page_select
-from tests.conftest import TOKEN, DatabaseFactory, make_test_settings, record_statements
+from tests.conftest import TOKEN, DatabaseFactory, app_of, make_test_settings, record_statements
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -908,7 +907,7 @@ async def test_writes_reading_their_rows_back_keep_no_statements_of_reads_out(
 ) -> None:
     """A write's read-back is asked once: it must not fill the statement memo that the
     repeated reads live in (each write would push a hot read's statement out)."""
-    page_select.cache_clear()  # equal queries of an earlier test would hit, not build
+    page_select = app_of(api).state.services.reader.memo.page  # this app's statements
     assert (await api.get("/users?fields=id,name")).status_code == 200
     built = page_select.cache_info().misses  # each miss keeps one more statement
     for number in range(5):
