@@ -13,13 +13,23 @@ from hypothesis import strategies as st
 from service.query.canonical import binding, list_params, shape_params, to_query_string
 from service.query.params import Path, parse_query_string
 from service.query.plan import Limits, ListQuery, Scope, build_list_query
-from service.resources import RESOURCES, Attribute, AttrType, Resource
+from service.schema import Attribute, Join, Resource
+from service.schema.codecs import IntegerCodec, StringCodec
+from tests.conftest import AUTH as RESOURCES
 
 LIMITS = Limits()
 
 
 def make_query(resource: str, raw: str, *, token: bool = False) -> ListQuery:
-    return build_list_query(resource, parse_query_string(raw), private_ok=token, limits=LIMITS)
+    return build_list_query(
+        RESOURCES[resource], parse_query_string(raw), private_ok=token, limits=LIMITS
+    )
+
+
+def relationship(resource: str, name: str) -> Join:
+    join = RESOURCES[resource].relationship(name)
+    assert join is not None
+    return join
 
 
 def canonical(resource: str, raw: str, *, token: bool = False) -> str:
@@ -216,19 +226,21 @@ def _datetime_text(value: datetime) -> st.SearchStrategy[str]:
 
 
 def _scalar_text(attribute: Attribute, *, in_list: bool) -> st.SearchStrategy[str]:
-    if attribute.type is AttrType.INTEGER:
-        return st.integers(-(2**31), 2**31 - 1).map(str)
-    if attribute.type is AttrType.DATETIME:
+    codec = attribute.codec
+    if isinstance(codec, IntegerCodec):
+        return st.integers(codec.minimum, codec.maximum).map(str)
+    if codec.name == "timestamp":
         return _DATETIMES.flatmap(_datetime_text)
+    assert isinstance(codec, StringCodec), codec
     # UTF-8 has no lone surrogates; NUL is refused by the parser and ',' splits an `in` list
     alphabet = st.characters(codec="utf-8", exclude_characters="\x00" + ("," if in_list else ""))
-    return st.text(alphabet, max_size=attribute.max_length or 16)
+    return st.text(alphabet, max_size=codec.length or 16)
 
 
-_OPERATORS = {
-    AttrType.INTEGER: ("eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"),
-    AttrType.DATETIME: ("eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"),
-    AttrType.STRING: ("eq", "ne", "lt", "gte", "in", "contains", "startswith", "isnull"),
+_OPERATORS = {  # by codec name: the built-in models hold these three types only
+    "integer": ("eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"),
+    "timestamp": ("eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"),
+    "string": ("eq", "ne", "lt", "gte", "in", "contains", "startswith", "isnull"),
 }
 
 
@@ -236,7 +248,7 @@ def _relationship_paths(resource: Resource, depth: int) -> list[tuple[Path, Reso
     paths: list[tuple[Path, Resource]] = [((), resource)]
     if depth > 0:
         for relationship in resource.relationships:
-            target = RESOURCES[relationship.target]
+            target = relationship.target
             for rest, end in _relationship_paths(target, depth - 1):
                 paths.append(((relationship.name, *rest), end))
     return paths
@@ -250,7 +262,7 @@ def filter_params(draw: st.DrawFn, resource: Resource, token: bool) -> list[str]
         visible = target.visible_attributes(private=token)
         attribute = target.attribute(draw(st.sampled_from(visible)))
         assert attribute is not None
-        op = draw(st.sampled_from(_OPERATORS[attribute.type]))
+        op = draw(st.sampled_from(_OPERATORS[attribute.codec.name]))
         if op == "isnull":
             value = draw(st.sampled_from(["true", "false", "TRUE", "False"]))
         elif op == "in":
@@ -351,10 +363,11 @@ def test_binding_changes_with_resource_and_scope() -> None:
     users = make_query("users", "sort=name")
     groups = make_query("groups", "sort=name")
     assert binding(users) != binding(groups)
-    scoped = replace(groups, scope=Scope("users", "groups", 1))
-    other_parent = replace(groups, scope=Scope("users", "groups", 2))
-    other_relationship = replace(groups, scope=Scope("permissions", "groups", 1))
+    scoped = replace(groups, scope=Scope(relationship("users", "groups"), 1))
+    other_parent = replace(groups, scope=Scope(relationship("users", "groups"), 2))
+    other_relationship = replace(groups, scope=Scope(relationship("permissions", "groups"), 1))
     assert len({binding(q) for q in (groups, scoped, other_parent, other_relationship)}) == 4
+    assert binding(scoped) == "groups|users/1/groups||name,id"  # parent/key/relationship
 
 
 def test_values_cannot_forge_a_binding_separator() -> None:

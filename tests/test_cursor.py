@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
@@ -18,30 +19,67 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, String
+from sqlalchemy.types import TypeEngine
 
 from service.errors import InvalidParameter
 from service.query.canonical import binding
 from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import parse_query_string
 from service.query.plan import Limits, ListQuery, Scope, build_list_query
-from service.query.values import INT_MAX, INT_MIN, Scalar
-from service.resources import RESOURCES, Attribute, AttrType
+from service.query.values import Scalar
+from service.schema import Attribute, Join
+from service.schema.codecs import (
+    BooleanCodec,
+    Codec,
+    DateTimeCodec,
+    IntegerCodec,
+    StringCodec,
+)
+from tests.conftest import AUTH as RESOURCES
 
 SECRET = b"s" * 32
 CODEC = CursorCodec(SECRET)
 BINDING = "users||filter[name]=a|-created,id"
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # the built-in models' integer columns are 32-bit
 
 
-def column(kind: AttrType) -> Attribute:
-    """A sort key of this type with no other bound: the codec's own checks."""
-    return Attribute(kind.value, kind, nullable=True)
+def column(name: str, kind: TypeEngine[Any], codec: Codec) -> Attribute:
+    """A nullable, public sort key of this type with no other bound: the codec's own checks."""
+    return Attribute(name, Column(name, kind), codec, "t", nullable=True)
 
 
-INTEGER, STRING, DATETIME = (column(kind) for kind in AttrType)
+INTEGER = column("integer", Integer(), IntegerCodec(bits=32))
+STRING = column("string", String(), StringCodec())
+DATETIME = column("timestamp", DateTime(), DateTimeCodec(timezone=False))
+# The keys of other sorts, whose cursors must not pass for the ones above.
+BIGINT = column("bigint", BigInteger(), IntegerCodec(bits=64))
+BOOLEAN = column("boolean", Boolean(), BooleanCodec())
+AWARE = column("aware", DateTime(timezone=True), DateTimeCodec(timezone=True))
 
 
 def make_query(raw: str, resource: str = "users") -> ListQuery:
-    return build_list_query(resource, parse_query_string(raw), private_ok=True, limits=Limits())
+    return build_list_query(
+        RESOURCES[resource], parse_query_string(raw), private_ok=True, limits=Limits()
+    )
+
+
+def relationship(resource: str, name: str) -> Join:
+    join = RESOURCES[resource].relationship(name)
+    assert join is not None
+    return join
+
+
+def sort_attributes(query: ListQuery) -> tuple[Attribute, ...]:
+    """The attributes of the query's sort keys, looked up by name: what its cursors hold."""
+    resource = query.resource
+    found = tuple(attribute for key in query.sort if (attribute := resource.attribute(key.name)))
+    assert found == query.sort_attributes
+    return found
+
+
+def sorts_private(query: ListQuery) -> bool:
+    return any(attribute.private for attribute in sort_attributes(query))
 
 
 def assert_invalid(
@@ -89,7 +127,7 @@ def unb64(text: str) -> bytes:
     ],
 )
 def test_round_trip(values: tuple[Scalar | None, ...], types: tuple[Attribute, ...]) -> None:
-    token = CODEC.encode(values, binding=BINDING)
+    token = CODEC.encode(values, binding=BINDING, attributes=types)
     decoded = CODEC.decode(token, binding=BINDING, attributes=types)
     assert decoded == values
     assert [type(value) for value in decoded] == [type(value) for value in values]
@@ -118,19 +156,19 @@ def test_round_trip_of_any_values(
     columns: tuple[tuple[Attribute, ...], tuple[Scalar | None, ...]], bound: str
 ) -> None:
     types, values = columns
-    token = CODEC.encode(values, binding=bound)
+    token = CODEC.encode(values, binding=bound, attributes=types)
     assert CODEC.decode(token, binding=bound, attributes=types) == values
 
 
 # --- forgeries -----------------------------------------------------------------------------
 
 
+TYPES = (STRING, INTEGER)
+
+
 @pytest.fixture
 def token() -> str:
-    return CODEC.encode(("alice", 7), binding=BINDING)
-
-
-TYPES = (STRING, INTEGER)
+    return CODEC.encode(("alice", 7), binding=BINDING, attributes=TYPES)
 
 
 @pytest.mark.parametrize(
@@ -210,26 +248,26 @@ def test_garbage(garbage: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "types"),
+    ("values", "made_for", "types"),
     [
-        (("7",), (INTEGER,)),
-        ((True,), (INTEGER,)),
-        ((7,), (STRING,)),
-        ((7,), (DATETIME,)),
-        (("not a date",), (DATETIME,)),
-        ((1, 2), (INTEGER,)),
-        ((1,), (INTEGER, INTEGER)),
-        ((2**31,), (INTEGER,)),
-        (("a\x00b",), (STRING,)),
-        ((datetime(2024, 1, 1, tzinfo=UTC),), (DATETIME,)),
-        ((datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5))),), (DATETIME,)),
+        (("7",), (STRING,), (INTEGER,)),
+        ((True,), (BOOLEAN,), (INTEGER,)),
+        ((7,), (INTEGER,), (STRING,)),
+        ((7,), (INTEGER,), (DATETIME,)),
+        (("not a date",), (STRING,), (DATETIME,)),
+        ((1, 2), (INTEGER, INTEGER), (INTEGER,)),
+        ((1,), (INTEGER,), (INTEGER, INTEGER)),
+        ((2**31,), (BIGINT,), (INTEGER,)),
+        (("a\x00b",), (STRING,), (STRING,)),
+        ((datetime(2024, 1, 1, tzinfo=UTC),), (AWARE,), (DATETIME,)),
+        ((datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5))),), (AWARE,), (DATETIME,)),
     ],
 )
 def test_genuine_mac_with_the_wrong_shape_is_still_a_400(
-    values: tuple[Scalar, ...], types: tuple[Attribute, ...]
+    values: tuple[Scalar, ...], made_for: tuple[Attribute, ...], types: tuple[Attribute, ...]
 ) -> None:
-    # a cursor made for another sort by a server with the same secret and binding
-    assert_invalid(CODEC.encode(values, binding=BINDING), types=types)
+    # a cursor made for another sort (`made_for`) by a server with the same secret and binding
+    assert_invalid(CODEC.encode(values, binding=BINDING, attributes=made_for), types=types)
 
 
 @given(garbage=st.text())
@@ -247,7 +285,8 @@ def test_any_well_formed_token_without_the_mac_is_refused(payload: bytes, mac: b
 
 def test_attach_cursor_continues_the_same_query() -> None:
     query = make_query("filter[name][startswith]=a&sort=-created,name")
-    token = CODEC.encode((datetime(2024, 1, 1), "alice", 5), binding=binding(query))
+    values = (datetime(2024, 1, 1), "alice", 5)
+    token = CODEC.encode(values, binding=binding(query), attributes=sort_attributes(query))
     attached = attach_cursor(query, token, CODEC)
     assert attached.after == (datetime(2024, 1, 1), "alice", 5)
     assert attached.cursor == token
@@ -265,7 +304,9 @@ def test_attach_cursor_continues_the_same_query() -> None:
 )
 def test_attach_cursor_accepts_other_shapes(raw: str) -> None:
     origin = make_query("filter[name][startswith]=a&sort=-created,name")
-    token = CODEC.encode((None, "alice", 5), binding=binding(origin))
+    token = CODEC.encode(
+        (None, "alice", 5), binding=binding(origin), attributes=sort_attributes(origin)
+    )
     assert attach_cursor(make_query(raw), token, CODEC).after == (None, "alice", 5)
 
 
@@ -283,7 +324,9 @@ def test_attach_cursor_accepts_other_shapes(raw: str) -> None:
 )
 def test_attach_cursor_refuses_a_cursor_from_another_query(raw: str, resource: str) -> None:
     origin = make_query("filter[name][startswith]=a&sort=-created,name")
-    token = CODEC.encode((None, "alice", 5), binding=binding(origin))
+    token = CODEC.encode(
+        (None, "alice", 5), binding=binding(origin), attributes=sort_attributes(origin)
+    )
     with pytest.raises(InvalidParameter) as info:
         attach_cursor(make_query(raw, resource), token, CODEC)
     assert info.value.errors[0].parameter == "cursor"
@@ -291,10 +334,10 @@ def test_attach_cursor_refuses_a_cursor_from_another_query(raw: str, resource: s
 
 def test_attach_cursor_refuses_a_cursor_from_another_scope() -> None:
     query = make_query("sort=name", "groups")
-    scoped = replace(query, scope=Scope("users", "groups", 1))
-    token = CODEC.encode(("admins", 5), binding=binding(scoped))
+    scoped = replace(query, scope=Scope(relationship("users", "groups"), 1))
+    token = CODEC.encode(("admins", 5), binding=binding(scoped), attributes=sort_attributes(scoped))
     assert attach_cursor(scoped, token, CODEC).after == ("admins", 5)
-    for other in (query, replace(query, scope=Scope("users", "groups", 2))):
+    for other in (query, replace(query, scope=Scope(relationship("users", "groups"), 2))):
         with pytest.raises(InvalidParameter):
             attach_cursor(other, token, CODEC)
 
@@ -335,15 +378,6 @@ def decodings(token: str) -> list[bytes]:
     return found
 
 
-def sort_attributes(query: ListQuery) -> tuple[Attribute, ...]:
-    resource = RESOURCES[query.resource]
-    return tuple(attribute for key in query.sort if (attribute := resource.attribute(key.name)))
-
-
-def sorts_private(query: ListQuery) -> bool:
-    return any(attribute.private for attribute in sort_attributes(query))
-
-
 def attach_forged(raw: str, payload: bytes, *, resource: str = "users") -> ListQuery:
     query = make_query(raw, resource)
     token = forge(payload, binding(query), sealed=sorts_private(query))
@@ -351,17 +385,23 @@ def attach_forged(raw: str, payload: bytes, *, resource: str = "users") -> ListQ
 
 
 def assert_fits(value: object, attribute: Attribute) -> None:
-    """What the database takes for the attribute's column, as the service stores it."""
+    """What the database takes for the attribute's column, as the service stores it (read
+    from the column itself, not from the codec under test)."""
+    kind = attribute.column.type
     if value is None:
+        assert attribute.column.nullable, attribute
         assert attribute.nullable, attribute
-    elif attribute.type is AttrType.INTEGER:
+    elif isinstance(kind, Integer):
+        assert type(kind) is Integer  # 32-bit INTEGER on PostgreSQL
         assert type(value) is int
         assert INT_MIN <= value <= INT_MAX
-    elif attribute.type is AttrType.STRING:
+    elif isinstance(kind, String):
         assert type(value) is str
         assert "\x00" not in value
-        assert attribute.max_length is None or len(value) <= attribute.max_length
+        assert kind.length is None or len(value) <= kind.length
     else:
+        assert isinstance(kind, DateTime)
+        assert not kind.timezone  # naive UTC, as the service stores it
         assert type(value) is datetime
         assert value.tzinfo is None
 
@@ -445,20 +485,20 @@ _ANY_JSON = st.recursive(
     max_leaves=6,
 )
 _OFFSETS = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
-_NEAR: dict[AttrType, st.SearchStrategy[object]] = {
-    AttrType.INTEGER: st.one_of(
+_NEAR: dict[str, st.SearchStrategy[object]] = {  # by codec name
+    "integer": st.one_of(
         st.integers(-(2**31) - 2, -(2**31) + 2),
         st.integers(2**31 - 3, 2**31 + 2),
         st.integers(2**63 - 2, 2**64 + 2),
         st.integers(-(2**63) - 2, -(2**63) + 2),
         st.booleans(),
     ),
-    AttrType.STRING: st.one_of(
+    "string": st.one_of(
         st.text(st.characters(codec="utf-8"), max_size=20),
         st.integers(0, 300).map(lambda size: "é" * size),
         st.text(alphabet="a\x00", max_size=5),
     ),
-    AttrType.DATETIME: st.datetimes(
+    "timestamp": st.datetimes(
         timezones=st.none() | st.just(UTC) | st.builds(timezone, _OFFSETS)
     ).map(datetime.isoformat),
 }
@@ -475,7 +515,7 @@ def attach_or_refuse(query: ListQuery, token: str) -> ListQuery | InvalidParamet
 def test_any_signed_list_of_json_values_is_typed_or_a_400(data: st.DataObject) -> None:
     query = data.draw(st.sampled_from(SORTED_QUERIES))
     attributes = sort_attributes(query)
-    right_size = st.tuples(*(_NEAR[attribute.type] | _ANY_JSON for attribute in attributes))
+    right_size = st.tuples(*(_NEAR[attribute.codec.name] | _ANY_JSON for attribute in attributes))
     values = data.draw(right_size.map(list) | st.lists(_ANY_JSON, max_size=len(attributes) + 1))
     token = forge(json.dumps(values).encode(), binding(query), sealed=sorts_private(query))
     attached = attach_or_refuse(query, token)
@@ -492,14 +532,28 @@ def test_any_signed_list_of_json_values_is_typed_or_a_400(data: st.DataObject) -
 # --- private sort keys: sealed cursors -------------------------------------------------------
 
 
+def inverse(join: Join) -> Join:
+    """The target's relationship back to the source over the same link."""
+    (found,) = (
+        other
+        for other in join.target.relationships
+        if other.target is join.source and other.secondary is join.secondary
+    )
+    return found
+
+
 @pytest.mark.parametrize("resource", sorted(RESOURCES))
 def test_a_cursor_is_sealed_exactly_when_a_sort_key_is_private(resource: str) -> None:
     for attribute in RESOURCES[resource].attributes:
         query = make_query(f"sort={attribute.name}", resource)
-        relationship = RESOURCES[resource].relationships[0]
-        scoped = replace(query, scope=Scope(relationship.target, relationship.inverse, 1))
+        # the same query as a sub-collection: /<parent>/1/<resource>
+        into = inverse(RESOURCES[resource].relationships[0])
+        assert into.target is RESOURCES[resource]
+        scoped = replace(query, scope=Scope(into, 1))
+        attributes = sort_attributes(query)
+        values = (*(None for _ in attributes[1:]), 1)
         for bound in (binding(query), binding(scoped)):
-            token = TEST_CODEC.encode((None, 1), binding=bound)
+            token = TEST_CODEC.encode(values, binding=bound, attributes=attributes)
             assert token.startswith("~") is attribute.private, (attribute, bound)
 
 
@@ -507,10 +561,16 @@ PRIVATE = make_query("sort=-email_address,name")
 PRIVATE_VALUES = ("alice.secret@example.org", "alice", 5)
 
 
+def sealed_private() -> str:
+    return TEST_CODEC.encode(
+        PRIVATE_VALUES, binding=binding(PRIVATE), attributes=sort_attributes(PRIVATE)
+    )
+
+
 def test_a_sealed_cursor_round_trips_and_hides_its_values() -> None:
-    token = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    token = sealed_private()
     assert token.startswith("~")
-    assert token == TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))  # one spelling
+    assert token == sealed_private()  # one spelling
     assert attach_cursor(PRIVATE, token, TEST_CODEC).after == PRIVATE_VALUES
     assert not set(token) & set("=&+/% .")
     for readable in decodings(token):
@@ -519,10 +579,11 @@ def test_a_sealed_cursor_round_trips_and_hides_its_values() -> None:
 
 def test_the_formats_are_pinned() -> None:
     public = make_query("sort=name")
-    assert TEST_CODEC.encode(("alice", 5), binding=binding(public)) == forge(
-        b'["alice",5]', binding(public), sealed=False
+    signed = TEST_CODEC.encode(
+        ("alice", 5), binding=binding(public), attributes=sort_attributes(public)
     )
-    sealed = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    assert signed == forge(b'["alice",5]', binding(public), sealed=False)
+    sealed = sealed_private()
     key = HKDF(algorithm=SHA256(), length=64, salt=None, info=KEY_LABEL).derive(TEST_SECRET)
     plain = AESSIV(key).decrypt(unb64(sealed[1:]), [binding(PRIVATE).encode()])
     assert orjson.loads(plain) == list(PRIVATE_VALUES)
@@ -530,7 +591,7 @@ def test_the_formats_are_pinned() -> None:
 
 
 def test_every_change_to_a_sealed_cursor_is_refused() -> None:
-    token = TEST_CODEC.encode(PRIVATE_VALUES, binding=binding(PRIVATE))
+    token = sealed_private()
     assert token.startswith("~")
     sealed = unb64(token[1:])
     for index in range(len(sealed)):

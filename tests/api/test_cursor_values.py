@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
@@ -18,28 +19,34 @@ from service.db import make_engine
 from service.errors import InvalidParameter, ServiceError, Unavailable
 from service.models import User
 from service.query.canonical import binding
-from service.query.cursor import CursorCodec
 from service.query.params import parse_query_string
-from service.query.plan import Limits, build_list_query
+from service.query.plan import Limits, ListQuery, build_list_query
 from service.repository import Database, translate_error
 from service.settings import Settings
 from tests.api.test_query_language import assert_problem, walk
-from tests.conftest import StatementLog
-from tests.test_cursor import b64, decodings, forge, unb64
+from tests.conftest import AUTH, StatementLog
+from tests.test_cursor import b64, decodings, forge, sorts_private, unb64
 
 SECRET = b"test-secret"  # make_test_settings' CURSOR_SECRET
-CODEC = CursorCodec(SECRET)
+
+
+def list_query(query_string: str, resource: str = "users") -> ListQuery:
+    raw = parse_query_string(query_string)
+    return build_list_query(AUTH[resource], raw, private_ok=True, limits=Limits())
 
 
 def bound(query_string: str, resource: str = "users") -> str:
     """The binding the service gives a cursor of this list request."""
-    raw = parse_query_string(query_string)
-    return binding(build_list_query(resource, raw, private_ok=True, limits=Limits()))
+    return binding(list_query(query_string, resource))
 
 
 def signed(query_string: str, values: list[Any]) -> str:
-    """A cursor holding `values`, made as the service would with the test secret."""
-    return CODEC.encode(tuple(values), binding=bound(query_string))
+    """A cursor holding exactly `values` (any JSON, fitting the sort or not), signed or, for
+    a private sort, sealed as the service makes them with the test secret. The service's
+    encoder writes only values of the sort's own types, so the token is made by `forge`,
+    whose formats test_cursor.py pins to the encoder's."""
+    query = list_query(query_string)
+    return forge(orjson.dumps(values), binding(query), sealed=sorts_private(query), secret=SECRET)
 
 
 # --- forged values: a 400 before any SQL ------------------------------------------------------

@@ -27,11 +27,12 @@ from service.app import create_app
 from service.models import Group, Permission, User, group_permission, user_group
 from service.query.columns import build_page_select
 from service.query.memo import plan_list
-from service.resources import RESOURCES, AttrType
 from tests.api.test_reads import levels_with_rows, server_timing_queries
+from tests.conftest import AUTH as RESOURCES
 from tests.conftest import TOKEN, StatementLog, make_test_settings
 
 Row = dict[str, Any]
+Kind = str  # an attribute's codec name: "integer", "string" or "timestamp" here
 Filter = tuple[str, str, str]  # ("groups.name", "contains", "adm")
 Params = list[tuple[str, Any]]  # httpx's query value types
 
@@ -42,27 +43,27 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 # --- the reference model ------------------------------------------------------------------
 
 
-def attribute_type(resource: str, path: Sequence[str]) -> tuple[str, AttrType]:
+def attribute_type(resource: str, path: Sequence[str]) -> tuple[str, Kind]:
     """The resource a dotted path ends on, and the type of its final attribute."""
     for name in path[:-1]:
         relationship = RESOURCES[resource].relationship(name)
         assert relationship is not None, path
-        resource = relationship.target
+        resource = relationship.target.name
     attribute = RESOURCES[resource].attribute(path[-1])
     assert attribute is not None, path
-    return resource, attribute.type
+    return resource, attribute.codec.name
 
 
-def parse_scalar(kind: AttrType, raw: str) -> Any:
-    if kind is AttrType.INTEGER:
+def parse_scalar(kind: Kind, raw: str) -> Any:
+    if kind == "integer":
         return int(raw)
-    if kind is AttrType.DATETIME:
+    if kind == "timestamp":
         moment = datetime.fromisoformat(raw)
         return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
     return raw
 
 
-def parse_value(kind: AttrType, op: str, raw: str) -> Any:
+def parse_value(kind: Kind, op: str, raw: str) -> Any:
     if op == "isnull":
         return raw.lower() == "true"
     if op == "in":
@@ -113,7 +114,7 @@ class Reference:
         relationship = RESOURCES[resource].relationship(path[0])
         assert relationship is not None
         return any(
-            self.holds(relationship.target, other, path[1:], op, wanted)
+            self.holds(relationship.target.name, other, path[1:], op, wanted)
             for other in self.related(resource, path[0], row_id)
         )
 
@@ -476,17 +477,17 @@ def filter_paths(resource: str, depth: int = 2) -> Iterator[tuple[str, ...]]:
         yield (attribute.name,)
     if depth:
         for relationship in RESOURCES[resource].relationships:
-            for rest in filter_paths(relationship.target, depth - 1):
+            for rest in filter_paths(relationship.target.name, depth - 1):
                 yield (relationship.name, *rest)
 
 
 # Letters whose case differs beyond ASCII, and LIKE's wildcards, which must stay literal.
 MADE_UP_TEXT = string.ascii_letters + string.digits + " %_.'-öÖüÜßéÉíÍñÑëËøØ"
 COMPARISONS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull")
-OPS = {
-    AttrType.INTEGER: COMPARISONS,
-    AttrType.DATETIME: COMPARISONS,
-    AttrType.STRING: (*COMPARISONS, "contains", "startswith"),
+OPS: dict[Kind, tuple[str, ...]] = {
+    "integer": COMPARISONS,
+    "timestamp": COMPARISONS,
+    "string": (*COMPARISONS, "contains", "startswith"),
 }
 ZONES = (None, timedelta(0), timedelta(hours=2), timedelta(hours=-5, minutes=-30))
 
@@ -504,9 +505,9 @@ def scalar_values(reference: Reference, resource: str, name: str) -> Any:
     attribute = RESOURCES[resource].attribute(name)
     assert attribute is not None
     seen = sorted({row[name] for row in reference.rows[resource].values() if row[name] is not None})
-    if attribute.type is AttrType.INTEGER:
+    if attribute.codec.name == "integer":
         return st.one_of(st.sampled_from(seen), st.integers(-3, 80)).map(str)
-    if attribute.type is AttrType.DATETIME:
+    if attribute.codec.name == "timestamp":
         moments = st.one_of(
             st.sampled_from(seen),
             st.datetimes(datetime(2022, 6, 1), datetime(2026, 6, 1)),
@@ -662,7 +663,8 @@ async def test_a_deep_ascending_page_on_a_nullable_key_starts_at_its_cursor(
     # condition on the `(display_name IS NULL, display_name, id)` index, not a filter.
     app = create_app(make_test_settings(seeded_url, cache_url="none"))
     query = plan_list(
-        "users", f"sort=display_name&fields=id&limit=5&cursor={cursor}".encode(),
+        app.state.services.registry["users"],
+        f"sort=display_name&fields=id&limit=5&cursor={cursor}".encode(),
         private_ok=False, limits=app.state.services.limits, scope=None,
         codec=app.state.services.reader.codec,
     )  # fmt: skip
@@ -898,7 +900,7 @@ async def test_sub_collections_take_the_target_list_parameters(
     assert target is not None
     parent_id = busiest_parent(reference, parent, relationship)
     among = reference.related(parent, relationship, parent_id)
-    expected = reference.select(target.target, filters, sort, among=among)
+    expected = reference.select(target.target.name, filters, sort, among=among)
     assert len(expected) > 2, "the case must span several pages"
     path = f"/{parent}/{parent_id}/{relationship}"
     result = await walk(client, path, list_params(filters, sort, 2, count="true"))
