@@ -20,15 +20,13 @@ from service.logs import configure_logging
 from service.metrics import reset_directory
 from service.migrations import run_upgrade
 from service.schema import SchemaError, load_base, registry_of
-from service.seed import DEFAULT_SEED, SeedError, SeedReport, is_empty, seed
+from service.seed import DEFAULT_SEED, DEMO_SIZES, SeedError, SeedReport, is_empty, seed
 from service.settings import DEFAULT_MODELS, Settings
 
 log = logging.getLogger("service")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
-# What `serve` puts into an empty SQLite database so the first visit to /docs has data.
-DEMO_SIZES = {"users": 200, "groups": 20, "permissions": 30}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

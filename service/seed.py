@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.models import Group, Permission, User, group_permission, user_group
 
+# What `serve` puts into an empty SQLite database so the first visit to /docs has data.
+DEMO_SIZES = {"users": 200, "groups": 20, "permissions": 30}
+
 DEFAULT_SEED = 42
 CHUNK_ROWS = 5_000
 MAX_GROUPS_PER_USER = 5

@@ -33,7 +33,7 @@ class Endpoint(Enum):
 
 @dataclass(frozen=True, slots=True)
 class FilterSpec:
-    path: Path  # relationships then the attribute: ("groups", "name")
+    path: Path  # the relationships crossed, then the attribute
     op: str
     raw: str
     parameter: str
