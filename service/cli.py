@@ -28,7 +28,6 @@ log = logging.getLogger("service")
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `service` console script and of `python -m service`."""
     args = build_parser().parse_args(argv)

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from service.errors import ErrorItem, InvalidBody, suggest
-from service.schema import Join, Kind, Resource
+from service.schema import Join, Resource
 
 MAX_IDS = 1000  # per relationship list in one object
 MAX_SECRET_LENGTH = 1024  # a write-only value as given, before it is hashed
@@ -36,7 +36,7 @@ def writable_fields(resource: Resource) -> list[str]:
 
 
 def _written(join: Join) -> bool:
-    return join.kind is Kind.MANY_TO_MANY and join.ids_field is not None
+    return join.ids_field is not None
 
 
 @cache

@@ -25,7 +25,7 @@ from service.repository.writes import (
     taken_values,
     update_row,
 )
-from service.schema import Attribute, Join, Kind, Resource
+from service.schema import Attribute, Join, Resource
 from service.timing import stage
 
 Pointer = Callable[[int], str]  # item index -> JSON pointer prefix ("" for a single object)
@@ -200,7 +200,7 @@ def _index(index: int) -> str:
 
 def _written_joins(resource: Resource) -> list[Join]:
     """The relationships a body writes as an id list: the many-to-many ones."""
-    return [j for j in resource.relationships if j.kind is Kind.MANY_TO_MANY and j.ids_field]
+    return [j for j in resource.relationships if j.ids_field is not None]
 
 
 def _attribute_values(resource: Resource, item: BaseModel) -> dict[str, Any]:

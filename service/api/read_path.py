@@ -93,10 +93,13 @@ class ReadPath:
         try:
             read = self._read(scope, headers)
         except ServiceError as error:
-            await self._in_context(scope, receive, send, _problem(error, path), template=None)
+            problem = _problem(error, path)
+            await self._in_context(scope, receive, send, problem, template=self._template(path))
             return True
         except Exception as error:  # a bug: the context logs it and answers a 500 problem
-            await self._in_context(scope, receive, send, _raise(error), template=None)
+            await self._in_context(
+                scope, receive, send, _raise(error), template=self._template(path)
+            )
             return True
         if read is None:
             return False  # a path the resource does not have: the router's 404
@@ -114,6 +117,18 @@ class ReadPath:
         answer = partial(self._answer, read, lookup, headers, refresh=refresh, cached=cached)
         await self._in_context(scope, receive, send, answer, template=read.template)
         return True
+
+    def _template(self, path: str) -> str | None:
+        """The route a refused read was for, as metrics and logs label it; None for a path
+        no route has (labels never take a client's text)."""
+        parts = path.split("/")[1:]
+        resource = self.services.registry.get(parts[0])
+        if resource is None or "" in parts or len(parts) > 3:
+            return None
+        if len(parts) == 3:
+            join = resource.relationship(parts[2])
+            return f"/{parts[0]}/{{id}}/{parts[2]}" if join is not None and join.many else None
+        return f"/{parts[0]}" if len(parts) == 1 else f"/{parts[0]}/{{id}}"
 
     def _read(self, scope: Scope, headers: Headers) -> Read | None:
         """The memoized read of this request; the problem it is, raised."""

@@ -18,7 +18,7 @@ from service.settings import Settings
 def add_suites(parser: argparse.ArgumentParser) -> None:
     """Register every suite under `service bench`; with none named, `loading` runs."""
     suites = parser.add_subparsers(dest="suite", required=False, metavar="SUITE")
-    for add in (_add_loading, _add_paging, _add_endpoints, _add_writes, _add_cache):
+    for add in (_add_loading, _add_paging, _add_endpoints, _add_shop, _add_writes, _add_cache):
         add(suites)
     parser.set_defaults(handler=default_command)
 
@@ -179,6 +179,40 @@ def endpoints_command(args: argparse.Namespace, _settings: Settings) -> int:
         )
     except BenchError as error:
         print(f"service bench endpoints: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
+
+
+def _add_shop(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = suites.add_parser(
+        "shop",
+        help="the shop's products page and the users page, each beside hand-written asyncpg",
+    )
+    _add_admin_url(parser)
+    parser.add_argument("--seconds", type=_positive, default=10, help="per endpoint and round")
+    parser.add_argument("--connections", type=_positive, default=32)
+    parser.add_argument("--rounds", type=_positive, default=3)
+    parser.set_defaults(handler=shop_command)
+
+
+def shop_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.common import BenchError
+    from service.bench.shop import print_report, run_shop
+
+    for name in ("httpx", "service.requests", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        report = asyncio.run(
+            run_shop(
+                admin_url=args.admin_url,
+                seconds=args.seconds,
+                connections=args.connections,
+                rounds=args.rounds,
+            )
+        )
+    except BenchError as error:
+        print(f"service bench shop: {error}", file=sys.stderr)
         return 1
     print_report(report)
     return 0

@@ -204,8 +204,8 @@ class StringCodec(Codec):
         schema: Schema = {"type": "string"}
         if self.length is not None:
             schema["maxLength"] = self.length
-        if self.email:
-            schema["format"] = "email"
+        # No `format: email`: the service's own check (EMAIL_PATTERN, on writes) is looser
+        # than the format's RFC 5321 grammar, and a stored value is what it is.
         return schema
 
 

@@ -47,7 +47,7 @@ class Join:
     target_key: Column[Any]  # the target's column the link reaches (its primary key, as a rule)
     secondary: Table | None = None  # the junction table of a many-to-many link
     secondary_target: Column[Any] | None = None  # the junction column pointing at target_key
-    ids_field: str | None = None  # the body field that writes a many-to-many link
+    ids_field: str | None = None  # the body field that writes the link (many-to-many only)
     source: Resource = field(default=None, repr=False)  # type: ignore[assignment]
     target: Resource = field(default=None, repr=False)  # type: ignore[assignment]
 

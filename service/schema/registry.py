@@ -95,6 +95,9 @@ class Registry(Mapping[str, Resource]):
     def __len__(self) -> int:
         return len(self.resources)
 
+    def __contains__(self, name: object) -> bool:  # every read asks: the dict's own, not Mapping's
+        return name in self.resources
+
     def by_table(self, table: str) -> Resource | None:
         return next((r for r in self.resources.values() if r.table.name == table), None)
 
