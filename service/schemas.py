@@ -44,8 +44,8 @@ def body_model(resource: Resource, *, partial: bool) -> type[BaseModel]:
     """`UserCreate` (required fields required) or `UserUpdate` (everything optional)."""
     fields: dict[str, Any] = {}
     for attribute in (*resource.attributes, *resource.secrets):
-        if not attribute.writable:
-            continue
+        if not attribute.writable or (partial and attribute is resource.key):
+            continue  # a row keeps its key, and so its one URL
         secret = attribute in resource.secrets
         annotation: Any = (
             Annotated[Secret, AfterValidator(_no_nul)]
@@ -105,13 +105,16 @@ def parse_update_body(resource: Resource, payload: object) -> BaseModel:
         raise InvalidBody(
             "the body must be a JSON object", (ErrorItem("expected an object", pointer=""),)
         )
-    return _validate(body_model(resource, partial=True), payload, prefix="")
+    model = body_model(resource, partial=True)
+    return _validate(model, payload, prefix="", key=resource.key.name)
 
 
 MAX_REPORTED = 20
 
 
-def _validate(model: type[BaseModel], item: object, *, prefix: str) -> BaseModel:
+def _validate(
+    model: type[BaseModel], item: object, *, prefix: str, key: str | None = None
+) -> BaseModel:
     if not isinstance(item, dict):
         raise InvalidBody(
             "each item must be a JSON object", (ErrorItem("expected an object", pointer=prefix),)
@@ -120,16 +123,18 @@ def _validate(model: type[BaseModel], item: object, *, prefix: str) -> BaseModel
         return model.model_validate(item)
     except ValidationError as exc:
         problems = tuple(
-            _problem(model, error, prefix) for error in exc.errors(include_input=False)
+            _problem(model, error, prefix, key) for error in exc.errors(include_input=False)
         )
         raise InvalidBody(_summary(problems), problems) from None
 
 
-def _problem(model: type[BaseModel], error: Any, prefix: str) -> ErrorItem:
+def _problem(model: type[BaseModel], error: Any, prefix: str, key: str | None) -> ErrorItem:
     location = [str(part) for part in error["loc"]]
     pointer = prefix + "".join(f"/{_escape_pointer(part)}" for part in location)
     if error["type"] == "extra_forbidden":
         name = location[-1] if location else ""
+        if name == key:
+            return ErrorItem(f"{name!r} is the key and cannot be changed", pointer=pointer)
         hint = suggest(name, list(model.model_fields))
         return ErrorItem(f"unknown field {name[:64]!r}{hint}", pointer=pointer)
     if error["type"] == "missing":

@@ -98,9 +98,11 @@ class Writer:
         async with self.db.session() as session:
             try:
                 async with write_transaction(session):
+                    # Before the UPDATE: a dangling foreign key is the client's 422, not
+                    # the database's constraint error.
+                    await _check_references(session, resource, [values], [link], _no_index)
                     if not await update_row(session, resource, identifier, values):
                         raise not_found(resource, identifier)
-                    await _check_references(session, resource, [values], [link], _no_index)
                     for join in _written_joins(resource):
                         if join.ids_field in link:
                             await clear_links(session, join, identifier)

@@ -1,0 +1,1 @@
+"""The SPEC's guarantees checked generically, for every schema the engine serves."""

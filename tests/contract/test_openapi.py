@@ -1,0 +1,168 @@
+"""/openapi.json describes every resource of the registry: its paths, its read and write
+schemas, enum values (SPEC: Your own models "every promise ... the OpenAPI document")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.schema import Resource
+from tests.contract.bodies import writable, written_joins
+from tests.contract.conftest import ReadSide
+from tests.contract.schemas import SCHEMAS, Schema
+from tests.contract.shapes import forbidden_columns
+
+Document = dict[str, Any]
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in refs(value)]
+    return []
+
+
+def enums(node: Any) -> list[list[Any]]:
+    if isinstance(node, dict):
+        found = [node["enum"]] if "enum" in node else []
+        return found + [e for value in node.values() for e in enums(value)]
+    if isinstance(node, list):
+        return [e for value in node for e in enums(value)]
+    return []
+
+
+def resolve(document: Document, node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        name = node["$ref"].removeprefix("#/components/schemas/")
+        node = document["components"]["schemas"][name]
+    return node
+
+
+def response_schema(document: Document, path: str, method: str, status: str) -> dict[str, Any]:
+    response = document["paths"][path][method]["responses"][status]
+    return resolve(document, response["content"]["application/json"]["schema"])
+
+
+def object_schema(document: Document, path: str, *, listed: bool) -> dict[str, Any]:
+    envelope = response_schema(document, path, "get", "200")
+    data = envelope["properties"]["data"]
+    return resolve(document, data["items"] if listed else data)
+
+
+@pytest.fixture
+async def document(reader: ReadSide) -> Document:
+    response = await reader.client.get("/openapi.json")
+    assert response.status_code == 200, response.text
+    built: Document = response.json()
+    assert built["openapi"].startswith("3.")
+    return built
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_every_resource_has_exactly_its_paths(
+    reader: ReadSide, document: Document, schema: Schema
+) -> None:
+    paths = document["paths"]
+    expected: dict[str, set[str]] = {}
+    for resource in reader.registry.values():
+        expected[f"/{resource.name}"] = {"get", "post"}
+        expected[f"/{resource.name}/{{id}}"] = {"get", "patch", "delete"}
+        for join in resource.relationships:
+            if join.many:
+                expected[f"/{resource.name}/{{id}}/{join.name}"] = {"get"}
+    served = {p for p in paths if p.split("/")[1] in reader.registry}
+    assert served == set(expected)
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), (path, set(paths[path]))
+
+
+def check_read_schema(document: Document, resource: Resource, found: dict[str, Any]) -> None:
+    properties = found["properties"]
+    names = {a.name for a in resource.attributes} | {j.name for j in resource.relationships}
+    assert set(properties) == names, resource.name
+    for name in forbidden_columns(resource):
+        assert name not in properties
+    for join in resource.relationships:
+        embedded = properties[join.name]
+        if join.many:
+            assert embedded["type"] == "array"
+            assert resolve(document, embedded["items"])["properties"].keys() >= {
+                a.name for a in join.target.attributes
+            }
+        else:
+            assert {"type": "null"} in embedded["anyOf"], embedded
+    for attribute in resource.attributes:
+        if attribute.codec.name == "enum":
+            assert enums(properties[attribute.name]) == [list(attribute.codec.values)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_read_schemas_hold_every_attribute_and_relationship(
+    reader: ReadSide, document: Document, schema: Schema
+) -> None:
+    for resource in reader.registry.values():
+        listed = object_schema(document, f"/{resource.name}", listed=True)
+        check_read_schema(document, resource, listed)
+        assert object_schema(document, f"/{resource.name}/{{id}}", listed=False) == listed
+        for join in resource.relationships:
+            if join.many:
+                path = f"/{resource.name}/{{id}}/{join.name}"
+                assert object_schema(document, path, listed=True) == object_schema(
+                    document, f"/{join.target.name}", listed=True
+                )
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_write_schemas_take_exactly_the_writable_fields(
+    reader: ReadSide, document: Document, schema: Schema
+) -> None:
+    for resource in reader.registry.values():
+        body = document["paths"][f"/{resource.name}"]["post"]["requestBody"]
+        one = resolve(document, body["content"]["application/json"]["schema"]["oneOf"][0])
+        fields = {a.name for a in writable(resource)} | {
+            str(j.ids_field) for j in written_joins(resource)
+        }
+        assert set(one["properties"]) == fields, resource.name
+        assert set(one.get("required", [])) == {a.name for a in writable(resource) if a.required}
+        for secret in resource.secrets:
+            assert one["properties"][secret.name].get("writeOnly") is True
+        patch = document["paths"][f"/{resource.name}/{{id}}"]["patch"]["requestBody"]
+        update = resolve(document, patch["content"]["application/json"]["schema"])
+        # A client-given key is written once, on create: a row keeps its one URL.
+        assert set(update["properties"]) == fields - {resource.key.name}
+        assert not update.get("required")
+        for attribute in resource.attributes:
+            if attribute.codec.name == "enum" and attribute.writable:
+                values = list(attribute.codec.values)  # type: ignore[attr-defined]
+                assert enums(one["properties"][attribute.name]) == [values]
+                assert enums(update["properties"][attribute.name]) == [values]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_filters_are_documented_for_filterable_attributes_only(
+    reader: ReadSide, document: Document, schema: Schema
+) -> None:
+    for resource in reader.registry.values():
+        parameters = {
+            p["name"] for p in document["paths"][f"/{resource.name}"]["get"]["parameters"]
+        }
+        for attribute in resource.attributes:
+            documented = f"filter[{attribute.name}]" in parameters
+            assert documented == bool(attribute.codec.operators), (resource.name, attribute.name)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_every_reference_resolves(document: Document, schema: Schema) -> None:
+    schemas = document["components"]["schemas"]
+    for ref in refs(document):
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+
+def test_the_schemas_have_enums_to_document() -> None:
+    assert any(
+        a.codec.name == "enum" for s in SCHEMAS for r in s.registry.values() for a in r.attributes
+    )
