@@ -9,24 +9,23 @@ check the tables are as they were.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_writes import AUTH, assert_problem, row_counts, user
+from tests.api.test_writes import (
+    AUTH,
+    assert_problem,
+    engine,  # noqa: F401 (a fixture, used by name)
+    row_counts,
+    user,
+)
 from tests.conftest import app_of
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 LIMIT = 5  # embedded rows allowed in one response, for these tests
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    direct = create_async_engine(database_url)
-    yield direct
-    await direct.dispose()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from service.db import UNCOUNTED
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, StatementLog
 
 PROBLEM = "application/problem+json"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -48,25 +48,10 @@ def server_timing_queries(response: httpx.Response) -> int:
     return int(match.group(1))
 
 
-class SqlLog:
-    """The statements an app's engine ran while recording (session plumbing left out)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.statements)
-
-    def selects(self) -> list[str]:
-        return [s for s in self.statements if s.lstrip().upper().startswith("SELECT")]
-
-    def clear(self) -> None:
-        self.statements.clear()
-
-
 @contextmanager
-def recording(app: FastAPI) -> Iterator[SqlLog]:
-    log = SqlLog()
+def recording(app: FastAPI) -> Iterator[StatementLog]:
+    """The statements an app's engine runs while recording (session plumbing left out)."""
+    log = StatementLog()
     engine = app.state.services.db.engine.sync_engine
 
     def record(
