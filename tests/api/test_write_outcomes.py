@@ -15,13 +15,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_writes import (
-    AUTH,
-    assert_problem,
-    engine,  # noqa: F401 (a fixture, used by name)
-    row_counts,
-    user,
-)
+from tests.api.test_writes import AUTH, assert_problem, row_counts, user
 from tests.conftest import app_of
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -68,14 +68,6 @@ async def scalar(engine: AsyncEngine, sql: str, **params: object) -> Any:
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """Direct SQL on the test's database, beside the app."""
-    direct = create_async_engine(database_url)
-    yield direct
-    await direct.dispose()
-
-
-@pytest.fixture
 async def api(database_url: str, make_client: MakeClient) -> httpx.AsyncClient:
     return await make_client(database_url)
 
