@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from service.bench.endpoints import (
     run_endpoints,
 )
 from service.bench.loading import STRATEGIES, run_loading
+from service.bench.shop import ENDPOINTS as SHOP_ENDPOINTS
+from service.bench.shop import run_shop
 from service.bench.writes import MODES, run_writes
 from tests.conftest import POSTGRES_ADMIN_DSN
 
@@ -134,6 +137,25 @@ async def test_endpoints_runs_every_server_and_checks_their_data() -> None:
     # Without wrk the fast endpoints are measured at the Python client's limit: said so.
     warned = any("without wrk" in line for line in report.warnings)
     assert warned == (report.tool != "wrk")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the shop suite loads with wrk")
+async def test_shop_runs_both_pairs_and_checks_their_data() -> None:
+    report = await run_shop(
+        admin_url=ADMIN_URL, seconds=1, connections=4, rounds=1, warmup_seconds=0,
+        settle_seconds=0,
+    )  # fmt: skip
+    # Each pair answered 200 with the same data, byte for byte, before the load.
+    assert report.same_data, report.warnings
+    assert [s.endpoint for s in report.summaries] == [name for name, _, _ in SHOP_ENDPOINTS]
+    assert all(s.rate > 0 and s.errors == 0 for s in report.summaries)  # wrk: non-2xx = error
+    shop, auth = report.ratios
+    assert (shop.numerator, shop.denominator) == ("shop: service uncached", "shop: asyncpg")
+    assert (auth.numerator, auth.denominator) == ("auth: service uncached", "auth: asyncpg")
+    assert all(len(r.per_round) == 1 and r.rate > 0 for r in report.ratios)
+    assert report.relative == pytest.approx(shop.rate / auth.rate)
+    assert 10_000 < report.body_bytes[0] < 20_000  # 100 products, each with category and tags
 
 
 async def test_writes_creates_the_rows_three_ways() -> None:

@@ -367,7 +367,7 @@ def print_report(report: ShopReport) -> None:
         ratio_table.add_row(
             f"{r.numerator} / {r.denominator}", f"{r.rate:.2f}",
             " ".join(f"{x:.2f}" for x in r.per_round), f"{r.cpu:.2f}", goal,
-            "met" if r.met else f"MISSED by {1 - r.rate / r.target:.0%}",
+            "met" if r.met else f"MISSED by {1 - r.rate / r.target:.1%}",
         )  # fmt: skip
     console.print(ratio_table)
     difference = report.relative - 1
