@@ -23,7 +23,7 @@ def build_page_select(query: ListQuery) -> Select[Any]:
     return statement.order_by(*order_terms(resource, query.sort)).limit(query.limit + 1)
 
 
-def build_children_select(join: Join, child: Plan, *, array_parameter: bool = False) -> Select[Any]:
+def build_children_select(join: Join, child: Plan, array_parameter: bool = False) -> Select[Any]:
     """The rows of `join` for every parent of a level, with their owner's key first, in the
     target's key order: one statement per include path, whatever the page size."""
     key = child.resource.key

@@ -36,15 +36,18 @@ class Loaded:
     last_sort_values: tuple[Scalar | None, ...] | None  # for the next page's cursor
 
 
-class Node:
-    """One rendered object of a level: its dict, its row, and how often the response holds it."""
+class Level:
+    """One level of the response as loaded: its dicts, their rows, and how often the response
+    holds each (None: once each, as on the page itself)."""
 
-    __slots__ = ("item", "row", "weight")
+    __slots__ = ("items", "rows", "weights")
 
-    def __init__(self, item: Item, row: Sequence[Any], weight: int) -> None:
-        self.item = item
-        self.row = row
-        self.weight = weight
+    def __init__(
+        self, items: list[Item], rows: Sequence[Sequence[Any]], weights: list[int] | None
+    ) -> None:
+        self.items = items
+        self.rows = rows
+        self.weights = weights
 
 
 # Statements are immutable, so one per distinct query is shared by every request that asks
@@ -103,62 +106,94 @@ async def load_columns(
     rows = await _fetch(connection, statement, memo)
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
-    shape = memo.shape(plan, offset=0)
-    level = [Node(dict(zip(shape.names, shape.values(row), strict=False)), row, 1) for row in rows]
+    shape = memo.shape(plan, 0)
+    names, values = shape.names, shape.values
+    items = [dict(zip(names, values(row), strict=False)) for row in rows]
     last = None
     if rows:
         last = tuple(rows[-1][shape.at[a.column]] for a in query.sort_attributes)
-    await _attach_children(connection, plan, level, budget, memo, offset=0)
+    await _attach_children(connection, plan, Level(items, rows, None), budget, memo, 0)
     keys = [row[shape.key_at] for row in rows]
-    return Loaded([node.item for node in level], keys, has_more, last)
+    return Loaded(items, keys, has_more, last)
 
 
 async def _attach_children(
     connection: AsyncConnection,
     plan: Plan,
-    level: list[Node],
+    level: Level,
     budget: EmbeddedBudget,
     memo: LoaderMemo,
-    *,
     offset: int,
 ) -> None:
     """Fill each parent's relationships (a list, or an object or None); a child shared by
     parents is one dict. The budget counts rows as rendered (a shared child as often as its
     parents appear); `offset` is how many leading columns precede a row's `load`."""
     array = connection.dialect.name == "postgresql"
-    shape = memo.shape(plan, offset=offset)
+    shape = memo.shape(plan, offset)
     for relation, child in plan.children:
         join = plan.join(relation)
+        many = join.many
         key_at = shape.at[join.parent_key]
-        by_key: dict[Any, list[Node]] = {}
-        for node in level:
-            node.item[relation] = [] if join.many else None
-            key = node.row[key_at]
-            if key is not None:
-                by_key.setdefault(key, []).append(node)
+        # Owner key -> what its rows fill: each parent's list, or for a to-one link each
+        # parent's dict. As a rule one parent per key (its own key); a to-one link's foreign
+        # key can be shared by several, and then the key holds a list of them.
+        fills: dict[Any, Any] = {}
+        shared: dict[Any, list[Any]] = {}
+        for item, row in zip(level.items, level.rows, strict=True):
+            container: Any = item
+            if many:
+                item[relation] = container = []
+            else:
+                item[relation] = None
+            key = row[key_at]
+            if key is None:
+                continue
+            if key in fills:
+                shared.setdefault(key, [fills[key]]).append(container)
+            fills[key] = container
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
-        statement = memo.children(join, child, array_parameter=array)
-        rows = await _fetch(connection, statement, memo, {PARENT_KEYS: list(by_key)})
-        budget.take(
-            sum(parent.weight for row in rows for parent in by_key[row[0]]),
-            plan.resource.name,
-            relation,
-        )
-        child_shape = memo.shape(child, offset=1)
-        children: dict[Any, Node] = {}
+        statement = memo.children(join, child, array)
+        rows = await _fetch(connection, statement, memo, {PARENT_KEYS: list(fills)})
+        child_shape = memo.shape(child, 1)
+        names, values, child_key_at = child_shape.names, child_shape.values, child_shape.key_at
+        # How often each owner's parents appear (None: once, the common case).
+        owner_weight = _owner_weights(level, key_at) if level.weights or shared else None
+        index: dict[Any, int] = {}
+        child_items: list[Item] = []
+        child_rows: list[Sequence[Any]] = []
+        child_weights: list[int] = []
+        rendered = 0
         for row in rows:
-            found = children.get(row[child_shape.key_at])
-            if found is None:
-                item = dict(zip(child_shape.names, child_shape.values(row), strict=False))
-                found = children[row[child_shape.key_at]] = Node(item, row, 0)
-            for parent in by_key[row[0]]:
-                if join.many:
-                    parent.item[relation].append(found.item)
+            key, owner = row[child_key_at], row[0]
+            at = index.get(key)
+            if at is None:
+                at = index[key] = len(child_items)
+                child_items.append(dict(zip(names, values(row), strict=False)))
+                child_rows.append(row)
+                child_weights.append(0)
+            weight = 1 if owner_weight is None else owner_weight[owner]
+            rendered += weight
+            child_weights[at] += weight
+            item = child_items[at]
+            for container in shared.get(owner) or (fills[owner],):
+                if many:
+                    container.append(item)
                 else:
-                    parent.item[relation] = found.item
-                found.weight += parent.weight
-        await _attach_children(connection, child, list(children.values()), budget, memo, offset=1)
+                    container[relation] = item
+        budget.take(rendered, plan.resource.name, relation)
+        if child.children:
+            deeper = Level(child_items, child_rows, child_weights)
+            await _attach_children(connection, child, deeper, budget, memo, 1)
+
+
+def _owner_weights(level: Level, key_at: int) -> dict[Any, int]:
+    """Per owner key, how often its parents appear in the response."""
+    weights: dict[Any, int] = {}
+    for position, row in enumerate(level.rows):
+        weight = 1 if level.weights is None else level.weights[position]
+        weights[row[key_at]] = weights.get(row[key_at], 0) + weight
+    return weights
 
 
 async def _fetch(
@@ -204,7 +239,7 @@ class Shape:
     key_at: int  # where the primary key sits
 
 
-def _shape(plan: Plan, *, offset: int) -> Shape:
+def _shape(plan: Plan, offset: int) -> Shape:
     """`offset` is how many leading columns precede the plan's `load` in a row."""
     at = {column: index + offset for index, column in enumerate(plan.load)}
     resource = plan.resource
