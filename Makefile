@@ -4,8 +4,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Servers the test suite starts for itself (throwaway PgBouncer, Redis and PostgreSQL).
-TEST_SERVERS := pgbouncer redis-server
+# What the test suite runs for itself: throwaway PgBouncer and Redis servers, and wrk (the
+# benchmarks' load generator, which the bench suites' tests drive).
+TEST_SERVERS := pgbouncer redis-server wrk
 
 .PHONY: install run test lint test-servers
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -140,7 +139,6 @@ async def test_endpoints_runs_every_server_and_checks_their_data() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="the shop suite loads with wrk")
 async def test_shop_runs_both_pairs_and_checks_their_data() -> None:
     report = await run_shop(
         admin_url=ADMIN_URL, seconds=1, connections=4, rounds=1, warmup_seconds=0,
