@@ -7,6 +7,7 @@ never skipped). On a machine without one, choose the backends: TEST_BACKENDS=sql
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -212,11 +213,11 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture
-def statements(read_app: FastAPI) -> Iterator[StatementLog]:
-    """The SQL the read app runs during one test."""
+@contextlib.contextmanager
+def recording(app: FastAPI) -> Iterator[StatementLog]:
+    """The statements an app's engine runs while recording (session plumbing left out)."""
     log = StatementLog()
-    engine = read_app.state.services.db.engine.sync_engine
+    engine = app.state.services.db.engine.sync_engine
 
     def record(
         _conn: object, _cursor: object, statement: str, _params: object, context: Any, _many: bool
@@ -225,8 +226,17 @@ def statements(read_app: FastAPI) -> Iterator[StatementLog]:
             log.statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
-    yield log
-    event.remove(engine, "before_cursor_execute", record)
+    try:
+        yield log
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def statements(read_app: FastAPI) -> Iterator[StatementLog]:
+    """The SQL the read app runs during one test."""
+    with recording(read_app) as log:
+        yield log
 
 
 @pytest.fixture

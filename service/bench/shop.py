@@ -64,6 +64,7 @@ from service.bench.endpoints import (
     describe,
     load_with_wrk,
     prepare_endpoints_database,
+    print_tables,
     server_commands,
 )
 from service.bench.paging import DEFAULT_ADMIN_URL
@@ -339,7 +340,6 @@ def _ratio(
 
 def print_report(report: ShopReport) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False, width=max(110, Console().width))
     console.print(
@@ -349,27 +349,7 @@ def print_report(report: ShopReport) -> None:
         f"{report.connections} connections, {report.rounds} rounds of {report.seconds} s",
         markup=False,
     )
-    table = Table()
-    header = ("endpoint", "req/s", "p50 ms", "p99 ms", "p99/p50", "CPU us/req", "errors")
-    for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index == 0 else "right")
-    for s in report.summaries:
-        table.add_row(
-            s.endpoint, f"{s.rate:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}",
-            f"{s.tail:.2f}", f"{s.cpu_us:.0f}", str(s.errors),
-        )  # fmt: skip
-    console.print(table)
-    ratio_table = Table(title="ratios (requests/s; CPU = inverse ratio of server CPU per request)")
-    for index, name in enumerate(("ratio", "req/s", "per round", "CPU", "target", "verdict")):
-        ratio_table.add_column(name, justify="left" if index == 0 else "right")
-    for r in report.ratios:
-        goal = f">= {r.target:.2f}" + (f" (aim {r.aim})" if r.aim else "")
-        ratio_table.add_row(
-            f"{r.numerator} / {r.denominator}", f"{r.rate:.2f}",
-            " ".join(f"{x:.2f}" for x in r.per_round), f"{r.cpu:.2f}", goal,
-            "met" if r.met else f"MISSED by {1 - r.rate / r.target:.1%}",
-        )  # fmt: skip
-    console.print(ratio_table)
+    print_tables(console, report.summaries, report.ratios)
     difference = report.relative - 1
     verdict = "within 10%" if report.within else ("above" if difference > 0 else "MISSED")
     console.print(

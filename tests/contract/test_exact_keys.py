@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from service.schema import Registry, Resource
+from tests.conftest import recording
 from tests.contract.conftest import ReadSide
 from tests.contract.reference import text_of
 from tests.contract.schemas import SCHEMAS, Schema
@@ -22,7 +23,7 @@ from tests.contract.shapes import (
     resolve,
     resource_cases,
 )
-from tests.contract.wire import BEARER, problem, recording
+from tests.contract.wire import BEARER, problem
 
 Item = dict[str, Any]
 

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from service.schema import Attribute, Registry
+from tests.conftest import recording
 from tests.contract.conftest import ReadSide
 from tests.contract.reference import Condition, Reference, text_of
 from tests.contract.schemas import SCHEMAS, Schema
 from tests.contract.shapes import ids
-from tests.contract.wire import BEARER, problem, recording, walk
+from tests.contract.wire import BEARER, problem, walk
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "isnull")
 UNPARSABLE = {

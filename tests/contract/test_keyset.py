@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from service.schema import Attribute, Resource
+from tests.conftest import recording
 from tests.contract.conftest import ReadSide
 from tests.contract.schemas import SCHEMAS, Schema
 from tests.contract.shapes import ids, sortable
-from tests.contract.wire import BEARER, problem, recording, walk
+from tests.contract.wire import BEARER, problem, walk
 
 SORTS = [
     (schema, resource.name, ("-" if descending else "") + attribute.name, limit)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from service.schema import Registry
+from tests.conftest import recording
 from tests.contract.conftest import ReadSide
 from tests.contract.schemas import SCHEMAS, Schema
 from tests.contract.shapes import (
@@ -21,7 +22,7 @@ from tests.contract.shapes import (
     resolve,
     resource_cases,
 )
-from tests.contract.wire import named_columns, recording, selected_columns, server_timing_queries
+from tests.contract.wire import named_columns, selected_columns, server_timing_queries
 
 SHAPES = [
     (schema, resource, shape)

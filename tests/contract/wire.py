@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
-from sqlalchemy import event
 
-from service.db import UNCOUNTED
-from tests.conftest import TOKEN, StatementLog
+from tests.conftest import TOKEN
 
 PROBLEM = "application/problem+json"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -46,25 +42,6 @@ def server_timing_queries(response: httpx.Response) -> int:
     match = re.search(r'db;dur=[\d.]+;desc="(\d+) queries"', response.headers["server-timing"])
     assert match, response.headers["server-timing"]
     return int(match.group(1))
-
-
-@contextmanager
-def recording(app: FastAPI) -> Iterator[StatementLog]:
-    """The statements an app's engine runs while recording (session plumbing left out)."""
-    log = StatementLog()
-    engine = app.state.services.db.engine.sync_engine
-
-    def record(
-        _conn: object, _cursor: object, statement: str, _params: object, context: Any, _many: bool
-    ) -> None:
-        if not context.execution_options.get(UNCOUNTED):
-            log.statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield log
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def selected_columns(statement: str) -> set[str]:
