@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from service.errors import ErrorItem, InvalidBody, suggest
-from service.schema import Join, Resource
+from service.schema import Resource
 
 MAX_IDS = 1000  # per relationship list in one object
 MAX_SECRET_LENGTH = 1024  # a write-only value as given, before it is hashed
@@ -32,11 +32,7 @@ def _no_nul(value: str) -> str:
 def writable_fields(resource: Resource) -> list[str]:
     """Every key a body may hold, in declaration order."""
     names = [a.name for a in (*resource.attributes, *resource.secrets) if a.writable]
-    return names + [str(j.ids_field) for j in resource.relationships if _written(j)]
-
-
-def _written(join: Join) -> bool:
-    return join.ids_field is not None
+    return names + [str(j.ids_field) for j in resource.id_lists]
 
 
 @cache
@@ -58,12 +54,11 @@ def body_model(resource: Resource, *, partial: bool) -> type[BaseModel]:
         extra: dict[str, Any] | None = {"writeOnly": True} if secret else None
         default: Any = ... if required else None
         fields[attribute.name] = (annotation, Field(default, json_schema_extra=extra))
-    for join in resource.relationships:
-        if _written(join):
-            # Absent means "leave as is"; an explicit null is refused (send [] to clear).
-            key: Any = join.target.key.codec.annotation()
-            ids = Annotated[list[key], Field(max_length=MAX_IDS)]
-            fields[str(join.ids_field)] = (ids, None)
+    for join in resource.id_lists:
+        # Absent means "leave as is"; an explicit null is refused (send [] to clear).
+        key: Any = join.target.key.codec.annotation()
+        ids = Annotated[list[key], Field(max_length=MAX_IDS)]
+        fields[str(join.ids_field)] = (ids, None)
     suffix = "Update" if partial else "Create"
     name = resource.model.__name__ + suffix
     config = ConfigDict(extra="forbid", strict=True, title=name)

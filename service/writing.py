@@ -25,7 +25,7 @@ from service.repository.writes import (
     taken_values,
     update_row,
 )
-from service.schema import Attribute, Join, Resource
+from service.schema import Attribute, Resource
 from service.timing import stage
 
 Pointer = Callable[[int], str]  # item index -> JSON pointer prefix ("" for a single object)
@@ -72,7 +72,7 @@ class Writer:
                     await _check_references(session, resource, rows, links, prefix)
                     with stage("write"):
                         keys = await _insert_grouped(session, resource, rows)
-                        for join in _written_joins(resource):
+                        for join in resource.id_lists:
                             pairs = [
                                 (owner, target)
                                 for owner, link in zip(keys, links, strict=True)
@@ -103,7 +103,7 @@ class Writer:
                     await _check_references(session, resource, [values], [link], _no_index)
                     if not await update_row(session, resource, identifier, values):
                         raise not_found(resource, identifier)
-                    for join in _written_joins(resource):
+                    for join in resource.id_lists:
                         if join.ids_field in link:
                             await clear_links(session, join, identifier)
                             pairs = [(identifier, t) for t in link[join.ids_field or ""]]
@@ -119,7 +119,7 @@ class Writer:
 
     async def delete(self, resource: Resource, identifier: Any) -> None:
         """The row and what the database cascades from it; every table that can touch counts."""
-        junctions = {j.secondary.name for j in _written_joins(resource) if j.secondary is not None}
+        junctions = {j.secondary.name for j in resource.id_lists if j.secondary is not None}
         changed = resource.delete_tables | junctions
         self.listener.check_writable()
         async with self.db.session() as session:
@@ -200,13 +200,8 @@ def _index(index: int) -> str:
     return f"/{index}"
 
 
-def _written_joins(resource: Resource) -> list[Join]:
-    """The relationships a body writes as an id list: the many-to-many ones."""
-    return [j for j in resource.relationships if j.ids_field is not None]
-
-
 def _attribute_values(resource: Resource, item: BaseModel) -> dict[str, Any]:
-    links = {j.ids_field for j in _written_joins(resource)}
+    links = {j.ids_field for j in resource.id_lists}
     return {k: v for k, v in item.model_dump(exclude_unset=True).items() if k not in links}
 
 
@@ -225,7 +220,7 @@ def _link_values(resource: Resource, item: BaseModel) -> Links:
     values = item.model_dump(exclude_unset=True)
     return {
         j.ids_field: list(dict.fromkeys(values[j.ids_field] or []))
-        for j in _written_joins(resource)
+        for j in resource.id_lists
         if j.ids_field in values
     }
 
@@ -272,7 +267,7 @@ async def _check_references(
             for index, row in enumerate(rows)
             if row.get(attribute.name) in missing
         ]
-    for join in _written_joins(resource):
+    for join in resource.id_lists:
         field = join.ids_field or ""
         wanted = {t for link in links for t in link.get(field, [])}
         missing = await missing_keys(session, join.target.key, wanted)
@@ -305,7 +300,7 @@ def _link_tables(resource: Resource, links: Sequence[Links]) -> frozenset[str]:
     used = {field for link in links for field in link}
     return frozenset(
         j.secondary.name
-        for j in _written_joins(resource)
+        for j in resource.id_lists
         if j.ids_field in used and j.secondary is not None
     )
 

@@ -27,13 +27,13 @@ from service.query.canonical import binding
 from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import parse_query_string
 from service.query.plan import Limits, ListQuery, Scope, build_list_query
-from service.query.values import Scalar
 from service.schema import Attribute, Join
 from service.schema.codecs import (
     BooleanCodec,
     Codec,
     DateTimeCodec,
     IntegerCodec,
+    Scalar,
     StringCodec,
 )
 from tests.conftest import AUTH as RESOURCES

@@ -1,8 +1,8 @@
 """Pure ASGI middleware: request id, URL limit, Server-Timing, metrics, log line; the deadline.
 
-`RequestContextMiddleware` wraps everything, cache hits included. `DeadlineMiddleware` sits
-inside the cache fast path: only a request that goes on to the routes can wait on the
-database, so only those pay for the task that lets the deadline answer on time.
+Both wrap every request that FastAPI's stack handles, and `ReadPath.serve_read` runs them
+around every read it does not answer from a current cache entry: a hit never waits on the
+database, so only the rest pay for the task that lets the deadline answer on time.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from service.query.cursor import attach_cursor
 from service.query.options import build_list_select, order_terms, where_clause
 from service.query.params import parse_query_string
 from service.query.plan import ListQuery, build_list_query
-from service.query.values import Scalar
+from service.schema.codecs import Scalar
 from service.seed import seed
 from service.settings import Settings
 

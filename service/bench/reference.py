@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -150,7 +150,12 @@ def make_fastapi_app() -> FastAPI:
 # (b) Starlette + asyncpg + orjson, written by hand: two statements, dicts, one dumps.
 
 
-def make_asyncpg_app() -> Starlette:
+Page = Callable[[asyncpg.Connection, int], Awaitable[bytes]]  # a connection, the limit
+
+
+def asyncpg_endpoint(path: str, page: Page) -> Starlette:
+    """One hand-written GET endpoint: a pool of 10, the token and `limit` checked by hand,
+    then `page` builds the body on a pooled connection."""
     url = make_url(os.environ[DATABASE_URL_VARIABLE]).set(drivername="postgresql")
     dsn = url.render_as_string(hide_password=False)
     token = os.environ[TOKEN_VARIABLE]
@@ -165,7 +170,7 @@ def make_asyncpg_app() -> Starlette:
         finally:
             await pools[0].close()
 
-    async def users(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         if not token_ok(request.headers.get("authorization"), token):
             return Response(b'{"detail":"unauthorized"}', 401, media_type="application/json")
         try:
@@ -175,22 +180,28 @@ def make_asyncpg_app() -> Starlette:
         if not 1 <= limit <= 500:
             return Response(b'{"detail":"bad limit"}', 400, media_type="application/json")
         async with pools[0].acquire() as connection:
-            rows = await connection.fetch(USERS_SQL, limit + 1)
-            items: list[dict[str, Any]] = []
-            by_id: dict[int, list[dict[str, Any]]] = {}
-            for row in rows[:limit]:
-                groups: list[dict[str, Any]] = []
-                items.append(
-                    {"id": row[0], "name": row[1], "email_address": row[2], "groups": groups}
-                )
-                by_id[row[0]] = groups
-            for owner, group_id, name in await connection.fetch(GROUPS_SQL, list(by_id)):
-                by_id[owner].append({"id": group_id, "name": name})
-        meta, links = envelope_tail(items[-1]["id"] if len(rows) > limit else None, limit)
-        body = orjson.dumps({"data": items, "meta": meta, "links": links})
+            body = await page(connection, limit)
         return Response(body, media_type="application/json")
 
-    return Starlette(routes=[Route("/users", users)], lifespan=lifespan)
+    return Starlette(routes=[Route(path, endpoint)], lifespan=lifespan)
+
+
+async def _users_page(connection: asyncpg.Connection, limit: int) -> bytes:
+    rows = await connection.fetch(USERS_SQL, limit + 1)
+    items: list[dict[str, Any]] = []
+    by_id: dict[int, list[dict[str, Any]]] = {}
+    for row in rows[:limit]:
+        groups: list[dict[str, Any]] = []
+        items.append({"id": row[0], "name": row[1], "email_address": row[2], "groups": groups})
+        by_id[row[0]] = groups
+    for owner, group_id, name in await connection.fetch(GROUPS_SQL, list(by_id)):
+        by_id[owner].append({"id": group_id, "name": name})
+    meta, links = envelope_tail(items[-1]["id"] if len(rows) > limit else None, limit)
+    return orjson.dumps({"data": items, "meta": meta, "links": links})
+
+
+def make_asyncpg_app() -> Starlette:
+    return asyncpg_endpoint("/users", _users_page)
 
 
 # (c) and (d): the floors under the cached paths.

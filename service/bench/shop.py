@@ -32,13 +32,9 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import orjson
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 import examples
 from examples.shop.models import Base
@@ -68,8 +64,7 @@ from service.bench.endpoints import (
     server_commands,
 )
 from service.bench.paging import DEFAULT_ADMIN_URL
-from service.bench.reference import DATABASE_URL_VARIABLE, TOKEN_VARIABLE, token_ok
-from service.process import settle_garbage_collector
+from service.bench.reference import DATABASE_URL_VARIABLE, TOKEN_VARIABLE, asyncpg_endpoint
 
 SHOP_SHAPE = "fields=sku,name,price&include=category,tags&fields[category]=name&fields[tags]=label"
 SHOP_PATH = f"/products?{SHOP_SHAPE}&limit=100"
@@ -380,56 +375,30 @@ def _exact_decimal(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+async def _products_page(connection: asyncpg.Connection, limit: int) -> bytes:
+    rows = await connection.fetch(PRODUCTS_SQL, limit + 1)
+    page = rows[:limit]
+    wanted = list({row[3] for row in page if row[3] is not None})
+    categories: dict[int, dict[str, Any]] = {}
+    if wanted:
+        for category_id, name in await connection.fetch(CATEGORIES_SQL, wanted):
+            categories[category_id] = {"name": name}
+    items: list[dict[str, Any]] = []
+    by_sku: dict[str, list[dict[str, Any]]] = {}
+    for sku, name, price, category_id in page:
+        tags: list[dict[str, Any]] = []
+        category = categories.get(category_id)
+        items.append({"sku": sku, "name": name, "price": price, "category": category, "tags": tags})
+        by_sku[sku] = tags
+    if by_sku:
+        for sku, label in await connection.fetch(TAGS_SQL, list(by_sku)):
+            by_sku[sku].append({"label": label})
+    cursor = items[-1]["sku"] if len(rows) > limit else None
+    following = f"/products?{SHOP_SHAPE}&limit={limit}&cursor={cursor}" if cursor else None
+    envelope = {"data": items, "meta": {"next_cursor": cursor}, "links": {"next": following}}
+    return orjson.dumps(envelope, default=_exact_decimal)
+
+
 def make_asyncpg_shop_app() -> Starlette:
     """The products page with its category and tags, for `uvicorn --factory`."""
-    url = make_url(os.environ[DATABASE_URL_VARIABLE]).set(drivername="postgresql")
-    dsn = url.render_as_string(hide_password=False)
-    token = os.environ[TOKEN_VARIABLE]
-    pools: list[asyncpg.Pool] = []
-
-    @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        pools.append(await asyncpg.create_pool(dsn, min_size=1, max_size=10))
-        settle_garbage_collector()
-        try:
-            yield
-        finally:
-            await pools[0].close()
-
-    async def products(request: Request) -> Response:
-        if not token_ok(request.headers.get("authorization"), token):
-            return Response(b'{"detail":"unauthorized"}', 401, media_type="application/json")
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 500:
-            return Response(b'{"detail":"bad limit"}', 400, media_type="application/json")
-        async with pools[0].acquire() as connection:
-            rows = await connection.fetch(PRODUCTS_SQL, limit + 1)
-            page = rows[:limit]
-            wanted = list({row[3] for row in page if row[3] is not None})
-            categories: dict[int, dict[str, Any]] = {}
-            if wanted:
-                for category_id, name in await connection.fetch(CATEGORIES_SQL, wanted):
-                    categories[category_id] = {"name": name}
-            items: list[dict[str, Any]] = []
-            by_sku: dict[str, list[dict[str, Any]]] = {}
-            for sku, name, price, category_id in page:
-                tags: list[dict[str, Any]] = []
-                category = categories.get(category_id)
-                items.append(
-                    {"sku": sku, "name": name, "price": price, "category": category, "tags": tags}
-                )
-                by_sku[sku] = tags
-            if by_sku:
-                for sku, label in await connection.fetch(TAGS_SQL, list(by_sku)):
-                    by_sku[sku].append({"label": label})
-        cursor = items[-1]["sku"] if len(rows) > limit else None
-        following = f"/products?{SHOP_SHAPE}&limit={limit}&cursor={cursor}" if cursor else None
-        envelope = {"data": items, "meta": {"next_cursor": cursor}, "links": {"next": following}}
-        return Response(
-            orjson.dumps(envelope, default=_exact_decimal), media_type="application/json"
-        )
-
-    return Starlette(routes=[Route("/products", products)], lifespan=lifespan)
+    return asyncpg_endpoint("/products", _products_page)

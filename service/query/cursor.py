@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from service.errors import InvalidParameter
 from service.query.canonical import binding
 from service.query.plan import ListQuery
-from service.query.values import Scalar
 from service.schema import Attribute
+from service.schema.codecs import Scalar
 
 _MAC_BYTES = 16
 # Base64url never writes '~': a sealed cursor cannot be read as a signed one, nor the reverse.

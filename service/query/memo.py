@@ -1,4 +1,6 @@
-"""Plans memoized by the raw request: parsing and planning run once per distinct query string."""
+"""A raw query string -> its plan: parse, validate, attach the cursor.
+
+Memoized by the caller (`ReadPath` keeps one planned read per distinct request, per app)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,6 @@ from service.query.cursor import CursorCodec, attach_cursor
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Limits, ListQuery, Plan, Scope, build_list_query, build_plan
 from service.schema import Resource
-
-# Every argument is hashable and the functions are pure; invalid requests raise and are
-# not remembered. Bounded, so a client cycling through distinct cursors cannot grow it.
-_SIZE = 4096
 
 
 def plan_list(

@@ -26,8 +26,9 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from service.db import FOLD_COLLATION_ATTRIBUTE
 from service.query.params import SortKey
 from service.query.plan import Condition, ListQuery, Plan
-from service.query.values import Scalar, Value
+from service.query.values import Value
 from service.schema import Attribute, Join, Resource
+from service.schema.codecs import Scalar
 
 # The ICU root collation folds case like Python's str.lower; an engine may name another
 # (`POSTGRES_FOLD_COLLATION`) on its dialect, read when a statement is compiled.

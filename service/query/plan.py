@@ -9,8 +9,9 @@ from sqlalchemy import Column
 
 from service.errors import InvalidParameter, PrivateAttribute, suggest
 from service.query.params import Count, FilterSpec, Path, RawQuery, SortKey
-from service.query.values import Scalar, Value, parse_filter_value
+from service.query.values import Value, parse_filter_value
 from service.schema import Attribute, Join, Resource
+from service.schema.codecs import Scalar
 from service.settings import Settings
 
 

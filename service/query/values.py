@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from service.errors import InvalidParameter
 from service.schema import Attribute
+from service.schema.codecs import Scalar
 
-Scalar = Any  # a value a column holds, as its codec parses it
 Value = Scalar | tuple[Scalar, ...] | None
 
 TEXT_OPS = frozenset({"contains", "startswith"})

@@ -23,7 +23,7 @@ from service.errors import InvalidParameter
 from service.query.columns import PARENT_KEYS, build_children_select, build_page_select
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
-from service.query.values import Scalar
+from service.schema.codecs import Scalar
 
 Item = dict[str, Any]
 

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.query.options import build_count_select, build_estimate
 from service.query.params import Count
 from service.query.plan import ListQuery
-from service.query.values import Scalar
 from service.repository.loaders import LOADERS, EmbeddedBudget, Item, LoaderMemo
 from service.schema import Resource
+from service.schema.codecs import Scalar
 
 
 @dataclass(frozen=True, slots=True)

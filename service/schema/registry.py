@@ -74,6 +74,11 @@ class Resource:
     def relationship(self, name: str) -> Join | None:
         return self._joins.get(name)
 
+    @property
+    def id_lists(self) -> tuple[Join, ...]:
+        """The relationships a body writes as a list of target keys (many-to-many ones)."""
+        return tuple(join for join in self.relationships if join.ids_field is not None)
+
     def visible_attributes(self, *, private: bool) -> tuple[str, ...]:
         """What a caller may name: private attributes only with a token."""
         return tuple(a.name for a in self.attributes if private or not a.private)

@@ -30,6 +30,7 @@ from service.query.memo import plan_list
 from tests.api.test_reads import levels_with_rows, server_timing_queries
 from tests.conftest import AUTH as RESOURCES
 from tests.conftest import TOKEN, StatementLog, make_test_settings
+from tests.contract.reference import matches
 
 Row = dict[str, Any]
 Kind = str  # an attribute's codec name: "integer", "string" or "timestamp" here
@@ -69,30 +70,6 @@ def parse_value(kind: Kind, op: str, raw: str) -> Any:
     if op == "in":
         return {parse_scalar(kind, item) for item in raw.split(",")}
     return parse_scalar(kind, raw)
-
-
-def matches(value: Any, op: str, wanted: Any) -> bool:
-    """One comparison with SQL's NULL rules, except that `ne` keeps NULLs."""
-    if op == "isnull":
-        return (value is None) is wanted
-    if op == "ne":
-        return value is None or value != wanted
-    if value is None:
-        return False
-    if op == "contains":
-        return wanted.lower() in value.lower()
-    if op == "startswith":
-        return bool(value.lower().startswith(wanted.lower()))
-    if op == "in":
-        return value in wanted
-    compare = {
-        "eq": value == wanted,
-        "lt": value < wanted,
-        "lte": value <= wanted,
-        "gt": value > wanted,
-        "gte": value >= wanted,
-    }
-    return bool(compare[op])
 
 
 def sort_key(value: Any) -> tuple[Any, ...]:
