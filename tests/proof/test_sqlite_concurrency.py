@@ -138,7 +138,8 @@ async def patch_one(
     if response is not None and response.status_code == 200:
         state.display_names = {display}
         state.group_sets = {frozenset(groups)}
-    elif response is None or response.status_code == 503:  # not acknowledged: it may or may not have happened
+    elif response is None or response.status_code == 503:
+        # Not acknowledged: it may or may not have happened.
         state.display_names.add(display)
         state.group_sets.add(frozenset(groups))
 
