@@ -137,8 +137,12 @@ def test_unknown_parameter_is_400_with_suggestion(raw: str, suggestion: str | No
 @pytest.mark.parametrize(
     ("raw", "parameter"),
     [
-        ("sort[x]=a", "sort[x]"),
-        ("limit[x]=1", "limit[x]"),
+        ("sort[x][y]=a", "sort[x][y]"),
+        ("limit[]=1", "limit[]"),
+        ("count[x]=maybe", "count[x]"),
+        ("limit[x]=-1", "limit[x]"),
+        ("sort[x]=a&sort[x]=b", "sort[x]"),
+        ("sort[x]=a&sort[ x]=b", "sort[ x]"),
         ("include[groups]=users", "include[groups]"),
         ("filter=name", "filter"),
         ("fields[groups=a", "fields[groups"),

@@ -7,10 +7,13 @@ from service.query.plan import ListQuery, Plan, plan_is_private
 
 
 def plan_tables(plan: Plan) -> frozenset[str]:
-    """The primary table, and the tables of every include's link and target."""
+    """The primary table, the tables of every include's link and target, and the tables
+    each counted relationship is counted from."""
     tables = {plan.resource.table.name}
     for name, child in plan.children:
         tables |= plan.join(name).tables | plan_tables(child)
+    for name in plan.counts:
+        tables |= plan.join(name).count_tables
     return frozenset(tables)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from service.query.params import Count
-from service.query.plan import Condition, ListQuery, Plan
+from service.query.params import Count, SortKey
+from service.query.plan import Condition, ListQuery, Plan, default_sort
 from service.query.values import format_value
+from service.schema import Resource
 
 _SAFE = ":@-._~"
 
@@ -20,10 +21,26 @@ def shape_params(plan: Plan) -> list[tuple[str, str]]:
     leaves = sorted(".".join(path) for path, node in nodes if path and not node.children)
     if leaves:
         params.append(("include", ",".join(leaves)))
-    for path, node in sorted(nodes[1:], key=lambda item: item[0]):
+    ordered = sorted(nodes, key=lambda item: item[0])
+    for path, node in ordered[1:]:
         if not node.default_output:
             params.append((f"fields[{'.'.join(path)}]", ",".join(node.output)))
+    for path, node in ordered:
+        params.extend((f"count[{'.'.join((*path, name))}]", "true") for name in node.counts)
+    for path, node in ordered[1:]:
+        if node.limit is not None:
+            params.append((f"limit[{'.'.join(path)}]", str(node.limit)))
+    for path, node in ordered[1:]:
+        if node.sort and node.sort != default_sort(node.resource):
+            params.append((f"sort[{'.'.join(path)}]", sort_text(node.resource, node.sort)))
     return params
+
+
+def sort_text(resource: Resource, sort: tuple[SortKey, ...]) -> str:
+    """The sort keys as given, less the implicit final ascending key."""
+    last, key = sort[-1], resource.key.name
+    shown = sort[:-1] if last.name == key and not last.descending else sort
+    return ",".join(("-" if k.descending else "") + k.name for k in shown)
 
 
 def filter_params(filters: tuple[Condition, ...]) -> list[tuple[str, str]]:
@@ -44,9 +61,7 @@ def list_params(query: ListQuery) -> list[tuple[str, str]]:
     """Every parameter of a list request but the cursor, in canonical order."""
     params = shape_params(query.plan) + filter_params(query.filters)
     if not query.default_sort:
-        last, key = query.sort[-1], query.resource.key.name
-        sort = query.sort[:-1] if last.name == key and not last.descending else query.sort
-        params.append(("sort", ",".join(("-" if k.descending else "") + k.name for k in sort)))
+        params.append(("sort", sort_text(query.resource, query.sort)))
     if not query.default_limit:
         params.append(("limit", str(query.limit)))
     if query.count is not Count.NONE:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, column, func, select, true
 
 from service.query.options import keyset_condition, order_terms, where_clause
 from service.query.plan import ListQuery, Plan
 from service.schema import Join
 from service.schema.joins import PARENT_KEYS
 
-__all__ = ["PARENT_KEYS", "build_children_select", "build_page_select"]
+__all__ = ["PARENT_KEYS", "build_children_select", "build_count_select", "build_page_select"]
 
 
 def build_page_select(query: ListQuery) -> Select[Any]:
@@ -23,9 +23,96 @@ def build_page_select(query: ListQuery) -> Select[Any]:
     return statement.order_by(*order_terms(resource, query.sort)).limit(query.limit + 1)
 
 
-def build_children_select(join: Join, child: Plan, array_parameter: bool = False) -> Select[Any]:
-    """The rows of `join` for every parent of a level, with their owner's key first, in the
-    target's key order: one statement per include path, whatever the page size."""
-    key = child.resource.key
-    statement = join.children_select(list(child.load), array_parameter=array_parameter)
-    return statement.order_by(key.codec.order_key(key.column))
+def build_children_select(
+    join: Join, child: Plan, array_parameter: bool = False, counted: bool = False
+) -> Select[Any]:
+    """The rows of `join` for every parent of a level, with their owner's key first, each
+    parent's rows in the list's order: one statement per include path, whatever the page
+    size. With `limit[path]` only each parent's first rows come back, and with `counted`
+    (a cut list that is also counted) each row ends with its parent's total."""
+    if child.limit is None:
+        statement = join.children_select(list(child.load), array_parameter=array_parameter)
+        return statement.order_by(*order_terms(child.resource, child.sort))
+    if array_parameter:
+        return _top_per_parent_lateral(join, child, counted=counted)
+    return _top_per_parent_window(join, child, counted=counted)
+
+
+def build_count_select(join: Join, array_parameter: bool = False) -> Select[Any]:
+    """How many rows `join` holds for each parent of a level (a counted path not included)."""
+    return join.count_select(array_parameter=array_parameter)
+
+
+def _top_per_parent_lateral(join: Join, child: Plan, *, counted: bool) -> Select[Any]:
+    """PostgreSQL: for each parent key, `LATERAL (... ORDER BY <sort> LIMIT n)`, so an index
+    in the list's order stops after n rows instead of reading and sorting every child."""
+    owner = join.child_key
+    parents = (
+        func.unnest(join.parent_keys_parameter(array_parameter=True))
+        .table_valued(column("owner", owner.type))
+        .render_derived(name="parents")
+    )
+    resource = child.resource
+    sorted_by = [resource.attribute(key.name).column for key in child.sort]  # type: ignore[union-attr]
+    selected = [c for c in resource.table.columns if c in {*child.load, *sorted_by}]
+    top = (
+        select(*selected)
+        .select_from(join.from_clause)
+        .where(owner == parents.c.owner)
+        .order_by(*order_terms(resource, child.sort))
+        .limit(child.limit)
+        .lateral("top")
+    )
+    statement = (
+        select(parents.c.owner, *(top.c[c.key] for c in child.load))
+        .select_from(parents)
+        .join(top, true())
+    )
+    if counted:
+        tally = (
+            select(func.count().label("total"))
+            .select_from(owner.table)
+            .where(owner == parents.c.owner)
+            .lateral("tally")
+        )
+        statement = statement.add_columns(tally.c.total).join(tally, true())
+    return statement.order_by(*order_terms(resource, child.sort, top))
+
+
+def _top_per_parent_window(join: Join, child: Plan, *, counted: bool) -> Select[Any]:
+    """`row_number() OVER (PARTITION BY owner ORDER BY <sort>)`, kept while <= n (SQLite has
+    no LATERAL); the count, when asked, is `count(*)` over the same partition."""
+    owner = join.child_key
+    resource = child.resource
+    parent_at, rank_at, total_at = (_free(name, child) for name in ("parent", "rank", "total"))
+    ranked_columns: list[Any] = [
+        owner.label(parent_at),
+        *child.load,
+        func.row_number()
+        .over(partition_by=owner, order_by=order_terms(resource, child.sort))
+        .label(rank_at),
+    ]
+    if counted:
+        ranked_columns.append(func.count().over(partition_by=owner).label(total_at))
+    ranked = (
+        select(*ranked_columns)
+        .select_from(join.from_clause)
+        .where(join.owned_by_parents(array_parameter=False))
+        .subquery("ranked")
+    )
+    selected = [ranked.c[parent_at], *(ranked.c[c.key] for c in child.load)]
+    if counted:
+        selected.append(ranked.c[total_at])
+    return (
+        select(*selected)
+        .where(ranked.c[rank_at] <= child.limit)
+        .order_by(ranked.c[parent_at], ranked.c[rank_at])
+    )
+
+
+def _free(name: str, plan: Plan) -> str:
+    """A label for a computed column that no column of the plan's table already uses."""
+    taken = plan.resource.table.c
+    while name in taken:
+        name = f"_{name}"
+    return name

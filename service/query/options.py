@@ -169,13 +169,17 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def order_terms(resource: Resource, sort: tuple[SortKey, ...]) -> list[Any]:
+def order_terms(
+    resource: Resource, sort: tuple[SortKey, ...], source: FromClause | None = None
+) -> list[Any]:
     """ORDER BY for the sort keys, NULL sorting as the largest value on both backends:
-    last ascending (`AscendingNullsLast`), first descending."""
+    last ascending (`AscendingNullsLast`), first descending. `source`: a subquery holding
+    the resource's columns, to order by its copies of them."""
     terms: list[Any] = []
     for key in sort:
         attribute = _sorted(resource, key)
-        column = attribute.codec.order_key(attribute.column)
+        own = attribute.column if source is None else source.c[attribute.column.key]
+        column = attribute.codec.order_key(own)
         if not attribute.nullable:
             # An explicit NULLS clause would keep SQLite from using an index.
             terms.append(column.desc() if key.descending else column.asc())

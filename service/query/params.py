@@ -54,9 +54,13 @@ class RawQuery:
     limit: int | None = None
     cursor: str | None = None
     count: Count = Count.NONE
+    # The embedded lists' shape, by path: sort[path], limit[path], and the counted paths.
+    path_sort: tuple[tuple[Path, tuple[SortKey, ...]], ...] = ()
+    path_limit: tuple[tuple[Path, int], ...] = ()
+    path_count: tuple[Path, ...] = ()
 
 
-_SHAPE_PARAMETERS = ("fields", "fields[...]", "include")
+_SHAPE_PARAMETERS = ("fields", "fields[...]", "include", "sort[...]", "limit[...]", "count[...]")
 _LIST_PARAMETERS = (*_SHAPE_PARAMETERS, "filter[...]", "sort", "limit", "cursor", "count")
 
 
@@ -72,6 +76,10 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
     limit: int | None = None
     cursor: str | None = None
     count = Count.NONE
+    path_sort: dict[Path, tuple[SortKey, ...]] = {}
+    path_limit: dict[Path, int] = {}
+    path_count: set[Path] = set()
+    per_path_seen: set[tuple[str, Path]] = set()
     for key, value in pairs:
         if key in seen:
             raise InvalidParameter(key, f"parameter {_shown(key)} is given more than once")
@@ -80,7 +88,18 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
         family = base if not brackets else f"{base}[...]"
         if family not in allowed:
             raise InvalidParameter(key, _unknown_parameter(key, family, allowed))
-        if base == "fields":
+        if brackets and base in ("sort", "limit", "count"):
+            path = _parse_bracket_path(key, brackets)
+            if (base, path) in per_path_seen:
+                raise InvalidParameter(key, f"{base} for {_shown(key)} is given more than once")
+            per_path_seen.add((base, path))
+            if base == "sort":
+                path_sort[path] = parse_sort(value, parameter=key)
+            elif base == "limit":
+                path_limit[path] = _parse_positive_int(key, value)
+            elif _parse_flag(key, value):
+                path_count.add(path)
+        elif base == "fields":
             path = _parse_bracket_path(key, brackets) if brackets else ()
             if path in fields:
                 raise InvalidParameter(key, f"fields for {_shown(key)} are given more than once")
@@ -108,6 +127,9 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
         limit=limit,
         cursor=cursor,
         count=count,
+        path_sort=tuple(sorted(path_sort.items())),
+        path_limit=tuple(sorted(path_limit.items())),
+        path_count=tuple(sorted(path_count)),
     )
 
 
@@ -187,7 +209,8 @@ def _shown(text: str) -> str:
 
 def _parse_bracket_path(key: str, brackets: tuple[str, ...]) -> Path:
     if len(brackets) != 1 or not brackets[0].strip():
-        raise InvalidParameter(key, f"expected fields[path], got {_shown(key)}")
+        family = key.split("[", 1)[0]
+        raise InvalidParameter(key, f"expected {family}[path], got {_shown(key)}")
     path = _split_path(key, brackets[0])
     for name in path:
         _check_name(key, name)
@@ -208,7 +231,7 @@ def _parse_filter(key: str, brackets: tuple[str, ...], value: str) -> FilterSpec
     return FilterSpec(path=path, op=op, raw=value, parameter=key)
 
 
-def parse_sort(value: str) -> tuple[SortKey, ...]:
+def parse_sort(value: str, *, parameter: str = "sort") -> tuple[SortKey, ...]:
     """'-created,name' -> (created desc, name asc); naming a key twice both ways is an error."""
     keys: dict[str, SortKey] = {}
     for item in (part.strip() for part in value.split(",")):
@@ -216,13 +239,15 @@ def parse_sort(value: str) -> tuple[SortKey, ...]:
             continue
         descending = item.startswith("-")
         name = item[1:].strip() if item[0] in "+-" else item
-        _check_name("sort", name)
+        _check_name(parameter, name)
         previous = keys.get(name)
         if previous is not None and previous.descending != descending:
-            raise InvalidParameter("sort", f"sort names {name!r} both ascending and descending")
+            raise InvalidParameter(
+                parameter, f"{parameter} names {name!r} both ascending and descending"
+            )
         keys.setdefault(name, SortKey(name, descending))
     if not keys:
-        raise InvalidParameter("sort", "sort must name at least one attribute")
+        raise InvalidParameter(parameter, f"{parameter} must name at least one attribute")
     return tuple(keys.values())
 
 
@@ -237,6 +262,13 @@ def _require_value(parameter: str, value: str) -> str:
     if not value.strip():
         raise InvalidParameter(parameter, f"{parameter} must not be empty")
     return value.strip()
+
+
+def _parse_flag(parameter: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise InvalidParameter(parameter, f"{parameter} must be true or false")
+    return text == "true"
 
 
 def _parse_count(value: str) -> Count:

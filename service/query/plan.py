@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Column
@@ -23,6 +23,7 @@ class Limits:
     max_include_paths: int = 10
     max_filters: int = 20
     max_in_values: int = 100
+    max_embedded_rows: int = 10_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -33,6 +34,7 @@ class Limits:
             max_include_paths=settings.max_include_paths,
             max_filters=settings.max_filters,
             max_in_values=settings.max_in_values,
+            max_embedded_rows=settings.max_embedded_rows,
         )
 
 
@@ -47,11 +49,24 @@ class Plan:
     load: tuple[Column[Any], ...]
     children: tuple[tuple[str, Plan], ...] = ()
     default_output: bool = True  # output is the caller's default selection
+    # An embedded list's shape (`sort[path]`, `limit[path]`): its order, ending with the
+    # key (empty above a to-many link), and how many rows each parent keeps (None: all).
+    sort: tuple[SortKey, ...] = ()
+    limit: int | None = None
+    counts: tuple[str, ...] = ()  # this level's relationships counted (`count[path]`)
 
     def join(self, name: str) -> Join:
         found = self.resource.relationship(name)
         assert found is not None
         return found
+
+    @property
+    def shaped(self) -> bool:
+        """Whether some level's list is sorted, cut or counted beyond the default."""
+        return any(
+            node.limit is not None or node.counts or not _default_order(node)
+            for _, node in self.walk()
+        )
 
     def walk(self, path: Path = ()) -> tuple[tuple[Path, Plan], ...]:
         """Every (path, node) pair below and including this one, parents first."""
@@ -110,8 +125,11 @@ class ListQuery:
         return tuple(_attribute(self.resource, key.name) for key in self.sort)
 
 
-def build_plan(resource: Resource, raw: RawQuery, *, private_ok: bool, limits: Limits) -> Plan:
-    """The plan tree of `fields`, `fields[path]` and `include`, checked against the registry."""
+def build_plan(
+    resource: Resource, raw: RawQuery, *, private_ok: bool, limits: Limits, parents: int = 1
+) -> Plan:
+    """The plan tree of `fields`, `include` and the per-path parameters, checked against the
+    registry; `parents` is how many rows the top level may hold (the page size)."""
     if len(raw.include) > limits.max_include_paths:
         raise InvalidParameter(
             "include", f"at most {limits.max_include_paths} include paths (counting parents)"
@@ -122,13 +140,40 @@ def build_plan(resource: Resource, raw: RawQuery, *, private_ok: bool, limits: L
                 "include", f"include paths are at most {limits.max_include_depth} deep"
             )
     fields = dict(raw.fields)
-    for path in fields:
-        if path and path not in raw.include:
-            shown = ".".join(path)
-            raise InvalidParameter(
-                f"fields[{shown}]", f"fields[{shown}] names a path that is not included"
-            )
-    return _build_node(resource, (), raw.include, fields, private_ok=private_ok)
+    for family, paths in (
+        ("fields", [path for path in fields if path]),
+        ("sort", [path for path, _ in raw.path_sort]),
+        ("limit", [path for path, _ in raw.path_limit]),
+    ):
+        for path in paths:
+            if path not in raw.include:
+                shown = f"{family}[{'.'.join(path)}]"
+                raise InvalidParameter(shown, f"{shown} names a path that is not included")
+    shaping = PathShaping(dict(raw.path_sort), dict(raw.path_limit), set(raw.path_count), limits)
+    plan = _build_node(resource, (), raw.include, fields, shaping, private_ok=private_ok)
+    for path in raw.path_count:
+        if shaping.counted_at(path):
+            continue
+        shown = f"count[{'.'.join(path)}]"
+        raise InvalidParameter(
+            shown, f"{shown} names no to-many relationship of a returned level"
+        )
+    check_embedded_bound(plan, parents, limits.max_embedded_rows)
+    return plan
+
+
+@dataclass(slots=True)
+class PathShaping:
+    """The per-path parameters while the plan is built; `counted` records what was used."""
+
+    sort: dict[Path, tuple[SortKey, ...]]
+    limit: dict[Path, int]
+    count: set[Path]
+    limits: Limits
+    counted: set[Path] = field(default_factory=set)
+
+    def counted_at(self, path: Path) -> bool:
+        return path in self.counted
 
 
 def _build_node(
@@ -136,8 +181,10 @@ def _build_node(
     path: Path,
     include: tuple[Path, ...],
     fields: dict[Path, tuple[str, ...]],
+    shaping: PathShaping,
     *,
     private_ok: bool,
+    join: Join | None = None,
 ) -> Plan:
     parameter = f"fields[{'.'.join(path)}]" if path else "fields"
     requested = fields.get(path)
@@ -153,10 +200,19 @@ def _build_node(
         child_path = (*path, relationship.name)
         if child_path in include:
             child = _build_node(
-                relationship.target, child_path, include, fields, private_ok=private_ok
+                relationship.target,
+                child_path,
+                include,
+                fields,
+                shaping,
+                private_ok=private_ok,
+                join=relationship,
             )
             children.append((relationship.name, child))
-    joins = [_join(resource, name) for name, _ in children]
+    counts = _counted(resource, path, shaping)
+    joins = [_join(resource, name) for name, _ in children] + [
+        _join(resource, name) for name in counts
+    ]
     needed = {_attribute(resource, name).column for name in output}
     needed |= {resource.key.column, *(join.parent_key for join in joins)}
     load = _in_table_order(resource, needed)
@@ -168,13 +224,73 @@ def _build_node(
                 "include",
                 f"unknown relationship {name!r} for {resource.name}{suggest(name, names)}",
             )
+    sort, limit = _list_shape(resource, path, join, shaping, private_ok=private_ok)
     return Plan(
         resource,
         output,
         load,
         tuple(children),
         default_output=requested is None or output == visible,
+        sort=sort,
+        limit=limit,
+        counts=counts,
     )
+
+
+def _list_shape(
+    resource: Resource, path: Path, join: Join | None, shaping: PathShaping, *, private_ok: bool
+) -> tuple[tuple[SortKey, ...], int | None]:
+    """The order and per-parent cut of the embedded list at `path` (none above a to-one)."""
+    sort, limit = shaping.sort.get(path), shaping.limit.get(path)
+    if join is None or not join.many:
+        for family, given in (("sort", sort), ("limit", limit)):
+            if given is not None:
+                shown = f"{family}[{'.'.join(path)}]"
+                raise InvalidParameter(
+                    shown, f"{shown} names a to-one relationship: it embeds one object, not a list"
+                )
+        return (), None
+    if limit is not None and not 1 <= limit <= shaping.limits.max_limit:
+        shown = f"limit[{'.'.join(path)}]"
+        raise InvalidParameter(shown, f"{shown} must be between 1 and {shaping.limits.max_limit}")
+    parameter = f"sort[{'.'.join(path)}]"
+    return build_sort(resource, sort, private_ok=private_ok, parameter=parameter), limit
+
+
+def _counted(resource: Resource, path: Path, shaping: PathShaping) -> tuple[str, ...]:
+    """The to-many relationships of this level that `count[path]` names, in registry order."""
+    names = []
+    for relationship in resource.relationships:
+        counted = (*path, relationship.name)
+        if counted in shaping.count and relationship.many:
+            names.append(relationship.name)
+            shaping.counted.add(counted)
+    return tuple(names)
+
+
+def check_embedded_bound(plan: Plan, parents: int, max_rows: int) -> None:
+    """Refuse up front what the request alone says may embed more rows than allowed: the
+    paths where every list is cut (`limit` x `limit[path]` x ...), to-one links one each."""
+    bound = _bounded_rows(plan, parents)
+    if bound > max_rows:
+        raise InvalidParameter(
+            "include",
+            f"the response may embed up to {bound} rows (limit x limit[path]), more than "
+            f"{max_rows}; lower the limits or page through the sub-collection endpoint",
+        )
+
+
+def _bounded_rows(plan: Plan, parents: int) -> int:
+    total = 0
+    for name, child in plan.children:
+        if not plan.join(name).many:
+            rows = parents
+        elif child.limit is not None:
+            rows = parents * child.limit
+        else:
+            continue  # not bounded by the request: counted as it is loaded
+        total += rows + _bounded_rows(child, rows)
+    return total
 
 
 def check_attribute(
@@ -243,19 +359,24 @@ def default_sort(resource: Resource) -> tuple[SortKey, ...]:
 
 
 def build_sort(
-    resource: Resource, sort: tuple[SortKey, ...] | None, *, private_ok: bool
+    resource: Resource,
+    sort: tuple[SortKey, ...] | None,
+    *,
+    private_ok: bool,
+    parameter: str = "sort",
 ) -> tuple[SortKey, ...]:
     """The sort keys with the primary key as the final tiebreaker."""
     keys = list(sort or ())
     for key in keys:
         if resource.relationship(key.name) is not None:
             raise InvalidParameter(
-                "sort", f"{key.name!r} is a relationship and cannot be a sort key"
+                parameter, f"{key.name!r} is a relationship and cannot be a sort key"
             )
-        attribute = check_attribute(resource, key.name, parameter="sort", private_ok=private_ok)
+        attribute = check_attribute(resource, key.name, parameter=parameter, private_ok=private_ok)
         if not attribute.codec.sortable:
             raise InvalidParameter(
-                "sort", f"{resource.name}.{key.name} ({attribute.codec.name}) cannot be sorted by"
+                parameter,
+                f"{resource.name}.{key.name} ({attribute.codec.name}) cannot be sorted by",
             )
     ids = [i for i, key in enumerate(keys) if key.name == resource.key.name]
     if ids:
@@ -275,13 +396,13 @@ def build_list_query(
 ) -> ListQuery:
     """The validated list request: plan, filters, sort and page (the cursor is attached after)."""
     sort = build_sort(resource, raw.sort, private_ok=private_ok)
-    plan = build_plan(resource, raw, private_ok=private_ok, limits=limits)
-    sorted_by = {_attribute(resource, key.name).column for key in sort}
-    plan = replace(plan, load=_in_table_order(resource, {*plan.load, *sorted_by}))
-    filters = build_conditions(resource, raw.filters, private_ok=private_ok, limits=limits)
     limit = limits.default_limit if raw.limit is None else raw.limit
     if not 1 <= limit <= limits.max_limit:
         raise InvalidParameter("limit", f"limit must be between 1 and {limits.max_limit}")
+    plan = build_plan(resource, raw, private_ok=private_ok, limits=limits, parents=limit)
+    sorted_by = {_attribute(resource, key.name).column for key in sort}
+    plan = replace(plan, load=_in_table_order(resource, {*plan.load, *sorted_by}))
+    filters = build_conditions(resource, raw.filters, private_ok=private_ok, limits=limits)
     return ListQuery(
         plan=plan,
         filters=filters,
@@ -313,11 +434,16 @@ def _in_table_order(resource: Resource, columns: set[Column[Any]]) -> tuple[Colu
 
 
 def plan_is_private(plan: Plan) -> bool:
-    """Whether any level of the plan outputs a private attribute."""
+    """Whether any level of the plan outputs, or orders its list by, a private attribute."""
     for _, node in plan.walk():
-        if any(_attribute(node.resource, name).private for name in node.output):
+        names = (*node.output, *(key.name for key in node.sort))
+        if any(_attribute(node.resource, name).private for name in names):
             return True
     return False
+
+
+def _default_order(plan: Plan) -> bool:
+    return not plan.sort or plan.sort == default_sort(plan.resource)
 
 
 def _touches_private(plan: Plan, filters: tuple[Condition, ...], sort: tuple[SortKey, ...]) -> bool:

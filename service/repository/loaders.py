@@ -20,7 +20,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.errors import InvalidParameter
-from service.query.columns import PARENT_KEYS, build_children_select, build_page_select
+from service.query.columns import (
+    PARENT_KEYS,
+    build_children_select,
+    build_count_select,
+    build_page_select,
+)
 from service.query.options import build_list_select
 from service.query.plan import ListQuery, Plan
 from service.schema.codecs import Scalar
@@ -64,6 +69,7 @@ class LoaderMemo:
     def __init__(self, statements: int = STATEMENTS) -> None:
         self.page = lru_cache(maxsize=statements)(build_page_select)
         self.children = lru_cache(maxsize=statements)(build_children_select)
+        self.counts = lru_cache(maxsize=statements)(build_count_select)
         self.shape = lru_cache(maxsize=1024)(_shape)
         self.converts = lru_cache(maxsize=256)(_converts_values)
 
@@ -125,11 +131,13 @@ async def _attach_children(
     memo: LoaderMemo,
     offset: int,
 ) -> None:
-    """Fill each parent's relationships (a list, or an object or None); a child shared by
-    parents is one dict. The budget counts rows as rendered (a shared child as often as its
-    parents appear); `offset` is how many leading columns precede a row's `load`."""
+    """Fill each parent's relationships (a list, or an object or None) and its counts; a
+    child shared by parents is one dict. The budget counts rows as rendered (a shared child
+    as often as its parents appear); `offset` is how many leading columns precede a row's
+    `load`."""
     array = connection.dialect.name == "postgresql"
     shape = memo.shape(plan, offset)
+    totals: dict[str, dict[Any, int]] = {}  # a cut list's counts, per owner key
     for relation, child in plan.children:
         join = plan.join(relation)
         many = join.many
@@ -153,10 +161,14 @@ async def _attach_children(
             fills[key] = container
         # Even with no parents the level runs (and finds nothing): the contract is exactly
         # 1 + k statements, so a client can count on it whatever the data.
-        statement = memo.children(join, child, array)
+        counted = relation in plan.counts and child.limit is not None
+        statement = memo.children(join, child, array, counted)
         rows = await _fetch(connection, statement, memo, {PARENT_KEYS: list(fills)})
         child_shape = memo.shape(child, 1)
         names, values, child_key_at = child_shape.names, child_shape.values, child_shape.key_at
+        if counted:
+            total_at = 1 + len(child.load)
+            totals[relation] = {row[0]: row[total_at] for row in rows}
         # How often each owner's parents appear (None: once, the common case).
         owner_weight = _owner_weights(level, key_at) if level.weights or shared else None
         index: dict[Any, int] = {}
@@ -182,9 +194,39 @@ async def _attach_children(
                 else:
                     container[relation] = item
         budget.take(rendered, plan.resource.name, relation)
-        if child.children:
+        if child.children or child.counts:
             deeper = Level(child_items, child_rows, child_weights)
             await _attach_children(connection, child, deeper, budget, memo, 1)
+    await _attach_counts(connection, plan, level, shape, totals, memo, array)
+
+
+async def _attach_counts(
+    connection: AsyncConnection,
+    plan: Plan,
+    level: Level,
+    shape: Shape,
+    totals: dict[str, dict[Any, int]],
+    memo: LoaderMemo,
+    array: bool,
+) -> None:
+    """`<relation>_count` on every parent: an included list that was not cut is counted as
+    loaded, a cut one came with its totals, and a path not included runs one grouped count."""
+    included = dict(plan.children)
+    for relation in plan.counts:
+        name = f"{relation}_count"
+        if relation in included and relation not in totals:
+            for item in level.items:
+                item[name] = len(item[relation])
+            continue
+        key_at = shape.at[plan.join(relation).parent_key]
+        if relation not in totals:
+            keys = list({row[key_at] for row in level.rows} - {None})
+            statement = memo.counts(plan.join(relation), array)
+            found = await _fetch(connection, statement, memo, {PARENT_KEYS: keys})
+            totals[relation] = {row[0]: row[1] for row in found}
+        counts = totals[relation]
+        for item, row in zip(level.items, level.rows, strict=True):
+            item[name] = counts.get(row[key_at], 0)
 
 
 def _owner_weights(level: Level, key_at: int) -> dict[Any, int]:

@@ -7,9 +7,21 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, Column, ColumnElement, Select, Table, any_, bindparam, exists, select
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.orm import RelationshipDirection, RelationshipProperty
 from sqlalchemy.sql import FromClause
+from sqlalchemy.sql.elements import BindParameter
 
 Test = Callable[[Any], ColumnElement[bool]]
 PARENT_KEYS = "parent_keys"
@@ -66,13 +78,33 @@ class Join:
         With `array_parameter` (PostgreSQL) the keys travel as one array, `= ANY($1)`: the
         SQL text no longer depends on how many parents there are, so the driver prepares it
         once instead of once per distinct count."""
+        matches = self.owned_by_parents(array_parameter=array_parameter)
+        return select(self.child_key, *columns).select_from(self.from_clause).where(matches)
+
+    def owned_by_parents(self, *, array_parameter: bool) -> ColumnElement[bool]:
+        """`child_key` among the bound parent keys (`= ANY(array)` or an expanding `IN`)."""
         owner = self.child_key
         if array_parameter:
-            keys = bindparam(PARENT_KEYS, type_=ARRAY(owner.type))
-            matches = owner == any_(keys)
-        else:
-            matches = owner.in_(bindparam(PARENT_KEYS, expanding=True))
-        return select(owner, *columns).select_from(self.from_clause).where(matches)
+            return owner == any_(self.parent_keys_parameter(array_parameter=True))
+        return owner.in_(self.parent_keys_parameter(array_parameter=False))
+
+    def parent_keys_parameter(self, *, array_parameter: bool) -> BindParameter[Any]:
+        """The parent keys as one array parameter, or as an expanding list."""
+        if array_parameter:
+            return bindparam(PARENT_KEYS, type_=ARRAY(self.child_key.type))
+        return bindparam(PARENT_KEYS, expanding=True)
+
+    def count_select(self, *, array_parameter: bool) -> Select[Any]:
+        """`SELECT child_key, count(*) ... GROUP BY child_key` for the bound parent keys: how
+        many rows the link holds per parent, read from the junction alone when there is one."""
+        owner = self.child_key
+        matches = self.owned_by_parents(array_parameter=array_parameter)
+        return select(owner, func.count()).where(matches).group_by(owner)
+
+    @property
+    def count_tables(self) -> frozenset[str]:
+        """The tables a count of this link reads: the junction, else the target."""
+        return frozenset({self.child_key.table.name})
 
     def exists(self, source: FromClause, test: Test) -> ColumnElement[bool]:
         """Whether a row of `source` has a linked target row passing `test(target)`; the

@@ -137,11 +137,6 @@ TO_MANY = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sort[path], limit[path] and count[path] (SPEC, Reading) are issue 15, not built "
-    "yet: GET /{resource}?include=<to-many>&sort[<to-many>]=... is 400 'unknown parameter'",
-)
 @pytest.mark.parametrize(("schema", "resource", "relationship"), TO_MANY, ids=ids)
 async def test_top_n_per_parent_and_counts_keep_the_statement_count(
     reader: ReadSide, schema: Schema, resource: str, relationship: str
