@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from service.query.params import OPERATORS, Path
-from service.schema import Attribute, Registry, Resource
+from service.schema import Attribute, Join, Registry, Resource
 from service.settings import Settings
 
 Schema = dict[str, Any]
@@ -102,6 +102,14 @@ def component_schemas(registry: Registry) -> dict[str, Schema]:
                 if join.many
                 else {"anyOf": [target, {"type": "null"}], "description": "present when included"}
             )
+        for join in resource.relationships:
+            if join.many:
+                properties[f"{join.name}_count"] = {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": f"how many {join.name} there are; present with "
+                    f"`count[{join.name}]=true` (or `count[<path>.{join.name}]`)",
+                }
         schemas[name] = {"type": "object", "properties": properties, "additionalProperties": False}
         schemas[f"{name}List"] = {
             "type": "object",
@@ -219,7 +227,38 @@ def shape_parameters(resource: Resource, settings: Settings) -> list[Schema]:
                 name_list_schema(_attribute_names(target)),
             )
         )
+    for path, dotted in zip(paths, dotted_paths, strict=True):
+        if _join_at(resource, path).many:
+            parameters += embedded_list_parameters(_resource_at(resource, path), dotted, settings)
     return parameters
+
+
+def embedded_list_parameters(target: Resource, dotted: str, settings: Settings) -> list[Schema]:
+    """`sort[path]`, `limit[path]` and `count[path]` of one to-many path."""
+    sortable = [a.name for a in target.attributes if a.codec.sortable]
+    name = dotted.rsplit(".", 1)[-1]
+    return [
+        _query(
+            f"sort[{dotted}]",
+            f"Order of each embedded `{dotted}` list: comma-separated keys, `-` for descending, "
+            f"from {', '.join(f'`{n}`' for n in sortable)}; `{target.key.name}` breaks ties "
+            f"(default: `{target.key.name}`). Only with `include` naming `{dotted}`.",
+            name_list_schema(sortable, signed=True),
+        ),
+        _query(
+            f"limit[{dotted}]",
+            f"At most this many `{dotted}` rows per parent (top-N per parent, in the list's "
+            f"order), 1 to {settings.max_limit}; default all. Only with `include` naming "
+            f"`{dotted}`.",
+            {"type": "integer", "minimum": 1, "maximum": settings.max_limit},
+        ),
+        _query(
+            f"count[{dotted}]",
+            f"`true` adds `{name}_count` to each parent: how many `{name}` it has, whatever "
+            f"`limit[{dotted}]` cut. The path need not be included; its parent level must be.",
+            {"type": "string", "enum": ["true", "false"]},
+        ),
+    ]
 
 
 def filter_schema(attribute: Attribute) -> Schema:
@@ -286,6 +325,12 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
         ),
     ]
     return parameters
+
+
+def _join_at(resource: Resource, path: Path) -> Join:
+    join = _resource_at(resource, path[:-1]).relationship(path[-1])
+    assert join is not None
+    return join
 
 
 def _resource_at(resource: Resource, path: Path) -> Resource:

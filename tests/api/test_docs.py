@@ -47,6 +47,11 @@ async def test_openapi_lists_attribute_and_include_names(client: httpx.AsyncClie
         "created",
         "email_address",
         "groups",
+        "groups_count",
     }
+    for family in ("sort", "limit", "count"):
+        assert f"{family}[groups.users]" in parameters, family  # a to-many path below another
+        assert f"{family}[groups.users.groups]" in parameters, family
+    assert parameters["limit[groups.users]"]["schema"]["maximum"] == 500
     sub = spec["paths"]["/groups/{id}/permissions"]["get"]
     assert "fields[groups]" in {p["name"] for p in sub["parameters"]}  # the target's parameters

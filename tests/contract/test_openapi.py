@@ -82,6 +82,7 @@ async def test_every_resource_has_exactly_its_paths(
 def check_read_schema(document: Document, resource: Resource, found: dict[str, Any]) -> None:
     properties = found["properties"]
     names = {a.name for a in resource.attributes} | {j.name for j in resource.relationships}
+    names |= {f"{j.name}_count" for j in resource.relationships if j.many}  # count[path]
     assert set(properties) == names, resource.name
     for name in forbidden_columns(resource):
         assert name not in properties
@@ -89,6 +90,7 @@ def check_read_schema(document: Document, resource: Resource, found: dict[str, A
         embedded = properties[join.name]
         if join.many:
             assert embedded["type"] == "array"
+            assert properties[f"{join.name}_count"]["type"] == "integer"
             assert resolve(document, embedded["items"])["properties"].keys() >= {
                 a.name for a in join.target.attributes
             }

@@ -40,10 +40,12 @@ SEED_SIZES = ("--users", "40", "--groups", "8", "--permissions", "12")
 
 # (status, problem detail) of a rejection a schema-valid request may meet, and why.
 CROSS_PARAMETER_RULES: tuple[tuple[int, re.Pattern[str]], ...] = (
-    (400, re.compile(r"^fields\[[a-z_.]+\] names a path that is not included$")),
+    (400, re.compile(r"^(fields|sort|limit)\[[a-z_.]+\] names a path that is not included$")),
+    (400, re.compile(r"^count\[[a-z_.]+\] names no to-many relationship of a returned level$")),
     (400, re.compile(r"^the cursor is not valid for this query")),
-    (400, re.compile(r"^sort names '[a-z_]+' both ascending and descending$")),
+    (400, re.compile(r"^sort(\[[a-z_.]+\])? names '[a-z_]+' both ascending and descending$")),
     (400, re.compile(r"^the response would embed more than \d+ rows")),
+    (400, re.compile(r"^the response may embed up to \d+ rows \(limit x limit\[path\]\)")),
     # A zoned timestamp whose UTC value falls outside years 1..9999.
     (400, re.compile(r"^'[^']*' is out of range$")),
     # An id list names rows by key; any integer in the key's range is valid JSON for it.
