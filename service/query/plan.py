@@ -152,12 +152,9 @@ def build_plan(
     shaping = PathShaping(dict(raw.path_sort), dict(raw.path_limit), set(raw.path_count), limits)
     plan = _build_node(resource, (), raw.include, fields, shaping, private_ok=private_ok)
     for path in raw.path_count:
-        if shaping.counted_at(path):
-            continue
-        shown = f"count[{'.'.join(path)}]"
-        raise InvalidParameter(
-            shown, f"{shown} names no to-many relationship of a returned level"
-        )
+        if not shaping.counted_at(path):
+            shown = f"count[{'.'.join(path)}]"
+            raise InvalidParameter(shown, _count_refusal(resource, path, raw.include, shown))
     check_embedded_bound(plan, parents, limits.max_embedded_rows)
     return plan
 
@@ -266,6 +263,26 @@ def _counted(resource: Resource, path: Path, shaping: PathShaping) -> tuple[str,
             names.append(relationship.name)
             shaping.counted.add(counted)
     return tuple(names)
+
+
+def _count_refusal(resource: Resource, path: Path, include: tuple[Path, ...], shown: str) -> str:
+    """Why `count[path]` counts nothing: its parent level is not returned, or the name is not
+    a to-many relationship there."""
+    refusal = f"{shown} names no to-many relationship of a returned level"
+    parent = path[:-1]
+    if parent and parent not in include:
+        return f"{refusal}: include {'.'.join(parent)} to count below it"
+    for name in parent:
+        join = resource.relationship(name)
+        if join is None:
+            return refusal  # the include itself is refused with the reason
+        resource = join.target
+    name = path[-1]
+    join = resource.relationship(name)
+    if join is None:
+        names = [r.name for r in resource.relationships if r.many]
+        return f"{refusal}: {resource.name} has no relationship {name!r}{suggest(name, names)}"
+    return f"{refusal}: {resource.name}.{name} is to-one (an object, not a list)"
 
 
 def check_embedded_bound(plan: Plan, parents: int, max_rows: int) -> None:

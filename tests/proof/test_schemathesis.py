@@ -41,7 +41,7 @@ SEED_SIZES = ("--users", "40", "--groups", "8", "--permissions", "12")
 # (status, problem detail) of a rejection a schema-valid request may meet, and why.
 CROSS_PARAMETER_RULES: tuple[tuple[int, re.Pattern[str]], ...] = (
     (400, re.compile(r"^(fields|sort|limit)\[[a-z_.]+\] names a path that is not included$")),
-    (400, re.compile(r"^count\[[a-z_.]+\] names no to-many relationship of a returned level$")),
+    (400, re.compile(r"^count\[[a-z_.]+\] names no to-many relationship of a returned level")),
     (400, re.compile(r"^the cursor is not valid for this query")),
     (400, re.compile(r"^sort(\[[a-z_.]+\])? names '[a-z_]+' both ascending and descending$")),
     (400, re.compile(r"^the response would embed more than \d+ rows")),
