@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from service.bench import reference
 from service.bench.common import capture_body, throwaway_database
+from service.bench.embedded import CASES, PLAIN_HAND, SERVICE_COUNTED, SERVICE_TOP, run_embedded
 from service.bench.endpoints import (
     ENDPOINTS,
     PATH,
@@ -162,6 +163,25 @@ async def test_writes_creates_the_rows_three_ways() -> None:
     assert [r.requests for r in report.results] == [1, 20, 20]
     assert all(r.rows_per_second > 0 and r.statements >= 1 for r in report.results)
     assert report.ratio("batch") == 1.0
+
+
+async def test_embedded_times_every_way_after_they_agree() -> None:
+    report = await run_embedded(
+        admin_url=ADMIN_URL, users=2_000, groups=20, memberships=5_000, repeats=2
+    )
+    assert [t.case for t in report.timings] == list(CASES)
+    assert (report.fill.users, report.fill.groups) == (2_000, 20)
+    assert 4_950 < report.fill.memberships <= 5_050  # group sizes are rounded shares
+    assert report.fill.largest > 5 * report.fill.smallest  # skewed
+    # Every way returned these groups, members and counts (run_embedded raises otherwise).
+    assert list(report.top) == list(range(1, 21))
+    assert all(len(ids) == min(5, count) for ids, count in report.top.values())
+    assert report.fill.page_members == report.fill.memberships  # all 20 groups on the page
+    assert report.warnings == ()  # 2 statements for each top-N page, 1 for the plain one
+    assert report.timing(SERVICE_COUNTED).reads.statements == 2
+    assert report.timing(SERVICE_TOP).reads.statements == 2
+    assert all(t.median_ms > 0 and t.reads.buffers > 0 for t in report.timings)
+    assert report.ratio(PLAIN_HAND, PLAIN_HAND) == 1.0
 
 
 def test_parse_wrk_reads_rate_latency_and_errors() -> None:

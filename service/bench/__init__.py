@@ -18,7 +18,10 @@ from service.settings import Settings
 def add_suites(parser: argparse.ArgumentParser) -> None:
     """Register every suite under `service bench`; with none named, `loading` runs."""
     suites = parser.add_subparsers(dest="suite", required=False, metavar="SUITE")
-    for add in (_add_loading, _add_paging, _add_endpoints, _add_shop, _add_writes, _add_cache):
+    for add in (
+        _add_loading, _add_paging, _add_endpoints, _add_shop, _add_writes, _add_cache,
+        _add_embedded,
+    ):  # fmt: skip
         add(suites)
     parser.set_defaults(handler=default_command)
 
@@ -246,6 +249,50 @@ def writes_command(args: argparse.Namespace, _settings: Settings) -> int:
         )
     except BenchError as error:
         print(f"service bench writes: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0
+
+
+def _add_embedded(suites: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = suites.add_parser(
+        "embedded",
+        help="each group's 5 newest members and count, beside loading all and one query per group",
+    )
+    _add_admin_url(parser)
+    parser.add_argument("--users", type=_positive, default=1_000_000)
+    parser.add_argument("--groups", type=_positive, default=1_000)
+    parser.add_argument(
+        "--memberships", type=_positive, default=2_500_000, help="about; skewed over the groups"
+    )
+    parser.add_argument("--repeats", type=_positive, default=30, help="timed runs per case")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also print the key lines of each statement's EXPLAIN (ANALYZE, BUFFERS)",
+    )
+    parser.set_defaults(handler=embedded_command)
+
+
+def embedded_command(args: argparse.Namespace, _settings: Settings) -> int:
+    from service.bench.common import BenchError
+    from service.bench.embedded import print_report, run_embedded
+
+    for name in ("httpx", "service.requests", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        report = asyncio.run(
+            run_embedded(
+                admin_url=args.admin_url,
+                users=args.users,
+                groups=args.groups,
+                memberships=args.memberships,
+                repeats=args.repeats,
+                explain=args.explain,
+            )
+        )
+    except BenchError as error:
+        print(f"service bench embedded: {error}", file=sys.stderr)
         return 1
     print_report(report)
     return 0

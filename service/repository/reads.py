@@ -38,7 +38,7 @@ async def list_page(
 ) -> Page:
     """One page of rows with their includes: 1 + k statements (+1 for the count)."""
     budget = EmbeddedBudget(max_embedded)
-    if query.plan.shaped:
+    if loader != "columns" and query.plan.shaped:
         loader = "columns"  # lists cut, sorted or counted per parent are SQL of its own
     loaded = await LOADERS[loader](connection, query, budget, memo, remember=remember)
     total, estimated = await _count(connection, query, dialect=dialect)
