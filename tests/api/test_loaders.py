@@ -87,3 +87,30 @@ def test_the_page_statement_selects_the_same_columns_as_the_orm_one() -> None:
     children_sql = str(build_children_select(query.plan.join("groups"), child))
     assert "auth_user_group.user_id IN" in children_sql
     assert "ORDER BY auth_group.id" in children_sql
+
+
+async def test_a_shaped_list_under_the_orm_loader_is_loaded_by_the_columns_loader(
+    seeded_url: str,
+) -> None:
+    """`LOADER=orm` has no per-parent cut: a request shaping a list gets the same bytes and
+    the same 1 + k statements as under the default loader."""
+    url = (
+        "/groups?fields=name&include=users.groups&fields[users]=name&sort[users]=-created"
+        "&limit[users]=2&count[users]=true&count[users.groups]=true&limit=7"
+    )
+    responses = {}
+    for loader in ("columns", "orm"):
+        app = create_app(make_test_settings(seeded_url, cache_url="none", loader=loader))
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                responses[loader] = await client.get(url)
+        finally:
+            await app.state.services.db.engine.dispose()
+    assert responses["columns"].status_code == 200, responses["columns"].text
+    assert responses["orm"].content == responses["columns"].content
+    for response in responses.values():
+        assert 'desc="3 queries"' in response.headers["server-timing"]
+    groups = responses["orm"].json()["data"]
+    assert all(len(group["users"]) <= 2 for group in groups)
+    assert any(group["users_count"] > 2 for group in groups)
