@@ -199,6 +199,44 @@ async def test_a_batch_is_201_with_a_list_in_input_order_and_links_go_each_way(
     assert await pairs(engine, "auth_group_permission") == {(1, 2), (1, 3)}
 
 
+async def test_a_write_reads_back_shaped_lists_and_refuses_bad_shapes_before_writing(
+    api: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """sort[path], limit[path] and count[path] shape a write's answer like a read's; a
+    refused shape writes nothing."""
+    await post(api, "/users", [user(n) for n in ("ann", "ben", "cat")])
+    shaped = {
+        "fields": "name",
+        "include": "users",
+        "fields[users]": "name",
+        "sort[users]": "-name",
+        "limit[users]": "2",
+        "count[users]": "true",
+        "count[permissions]": "true",
+    }
+    created = await post(api, "/groups", {"name": "trio", "user_ids": [1, 2, 3]}, **shaped)
+    assert created.status_code == 201, created.text
+    assert created.json()["data"] == {
+        "name": "trio",
+        "users": [{"name": "cat"}, {"name": "ben"}],
+        "users_count": 3,
+        "permissions_count": 0,
+    }
+    patched = await api.patch("/groups/1", json={"user_ids": [1]}, params=shaped, headers=AUTH)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["data"]["users_count"] == 1
+    refusals = (
+        {"sort[users]": "name"},
+        {"include": "users", "limit[users]": "0"},
+        {"count[users.groups]": "true"},
+        {"include": "users", "sort[users]": "nmae"},
+    )
+    for bad in refusals:
+        refused = await post(api, "/groups", {"name": "never"}, **bad)
+        assert refused.status_code == 400, (bad, refused.text)
+    assert await scalar(engine, "SELECT count(*) FROM auth_group WHERE name = 'never'") == 0
+
+
 async def test_batch_items_may_set_different_optional_fields(
     api: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
