@@ -57,7 +57,7 @@ class RawQuery:
     # The embedded lists' shape, by path: sort[path], limit[path], and the counted paths.
     path_sort: tuple[tuple[Path, tuple[SortKey, ...]], ...] = ()
     path_limit: tuple[tuple[Path, int], ...] = ()
-    path_count: tuple[Path, ...] = ()
+    path_count: tuple[tuple[Path, bool], ...] = ()  # `false` is checked, then ignored
 
 
 _SHAPE_PARAMETERS = ("fields", "fields[...]", "include", "sort[...]", "limit[...]", "count[...]")
@@ -78,7 +78,7 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
     count = Count.NONE
     path_sort: dict[Path, tuple[SortKey, ...]] = {}
     path_limit: dict[Path, int] = {}
-    path_count: set[Path] = set()
+    path_count: dict[Path, bool] = {}
     per_path_seen: set[tuple[str, Path]] = set()
     for key, value in pairs:
         if key in seen:
@@ -97,8 +97,8 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
                 path_sort[path] = parse_sort(value, parameter=key)
             elif base == "limit":
                 path_limit[path] = _parse_positive_int(key, value)
-            elif _parse_flag(key, value):
-                path_count.add(path)
+            else:
+                path_count[path] = _parse_flag(key, value)
         elif base == "fields":
             path = _parse_bracket_path(key, brackets) if brackets else ()
             if path in fields:
@@ -129,7 +129,7 @@ def parse_query_string(raw: bytes | str, *, endpoint: Endpoint = Endpoint.LIST) 
         count=count,
         path_sort=tuple(sorted(path_sort.items())),
         path_limit=tuple(sorted(path_limit.items())),
-        path_count=tuple(sorted(path_count)),
+        path_count=tuple(sorted(path_count.items())),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Column
@@ -149,28 +149,25 @@ def build_plan(
             if path not in raw.include:
                 shown = f"{family}[{'.'.join(path)}]"
                 raise InvalidParameter(shown, f"{shown} names a path that is not included")
-    shaping = PathShaping(dict(raw.path_sort), dict(raw.path_limit), set(raw.path_count), limits)
+    counted = {path for path, on in raw.path_count if on}
+    shaping = PathShaping(dict(raw.path_sort), dict(raw.path_limit), counted, limits)
     plan = _build_node(resource, (), raw.include, fields, shaping, private_ok=private_ok)
-    for path in raw.path_count:
-        if not shaping.counted_at(path):
-            shown = f"count[{'.'.join(path)}]"
-            raise InvalidParameter(shown, _count_refusal(resource, path, raw.include, shown))
+    for path, _ in raw.path_count:  # after the include paths, which say what is unknown first
+        refusal = _count_refusal(resource, path, raw.include)
+        if refusal is not None:
+            raise InvalidParameter(f"count[{'.'.join(path)}]", refusal)
     check_embedded_bound(plan, parents, limits.max_embedded_rows)
     return plan
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PathShaping:
-    """The per-path parameters while the plan is built; `counted` records what was used."""
+    """The per-path parameters, checked against the include paths, while the plan is built."""
 
     sort: dict[Path, tuple[SortKey, ...]]
     limit: dict[Path, int]
-    count: set[Path]
+    count: set[Path]  # the paths counted (`count[path]=true`)
     limits: Limits
-    counted: set[Path] = field(default_factory=set)
-
-    def counted_at(self, path: Path) -> bool:
-        return path in self.counted
 
 
 def _build_node(
@@ -256,49 +253,56 @@ def _list_shape(
 
 def _counted(resource: Resource, path: Path, shaping: PathShaping) -> tuple[str, ...]:
     """The to-many relationships of this level that `count[path]` names, in registry order."""
-    names = []
-    for relationship in resource.relationships:
-        counted = (*path, relationship.name)
-        if counted in shaping.count and relationship.many:
-            names.append(relationship.name)
-            shaping.counted.add(counted)
-    return tuple(names)
+    return tuple(
+        relationship.name
+        for relationship in resource.relationships
+        if relationship.many and (*path, relationship.name) in shaping.count
+    )
 
 
-def _count_refusal(resource: Resource, path: Path, include: tuple[Path, ...], shown: str) -> str:
-    """Why `count[path]` counts nothing: its parent level is not returned, or the name is not
-    a to-many relationship there."""
-    refusal = f"{shown} names no to-many relationship of a returned level"
+def _count_refusal(resource: Resource, path: Path, include: tuple[Path, ...]) -> str | None:
+    """Why `count[path]` (true or false) cannot count: its parent level is not returned, or
+    the name is not a to-many relationship there; None when it can."""
+    refusal = f"count[{'.'.join(path)}] names no to-many relationship of a returned level"
     parent = path[:-1]
     if parent and parent not in include:
         return f"{refusal}: include {'.'.join(parent)} to count below it"
     for name in parent:
         join = resource.relationship(name)
         if join is None:
-            return refusal  # the include itself is refused with the reason
+            return refusal  # the include names it too, and is refused with the reason
         resource = join.target
     name = path[-1]
     join = resource.relationship(name)
     if join is None:
         names = [r.name for r in resource.relationships if r.many]
         return f"{refusal}: {resource.name} has no relationship {name!r}{suggest(name, names)}"
-    return f"{refusal}: {resource.name}.{name} is to-one (an object, not a list)"
+    if not join.many:
+        return f"{refusal}: {resource.name}.{name} is to-one (an object, not a list)"
+    return None
 
 
 def check_embedded_bound(plan: Plan, parents: int, max_rows: int) -> None:
     """Refuse up front what the request alone says may embed more rows than allowed: the
     paths where every list is cut (`limit` x `limit[path]` x ...), to-one links one each."""
-    bound = _bounded_rows(plan, parents)
+    cuts = _bounded_rows(plan, parents)
+    bound = sum(rows for rows, _, _ in cuts)
     if bound > max_rows:
+        lists = [cut for cut in cuts if cut[1].relationship(cut[2]).many]  # type: ignore[union-attr]
+        where = "the sub-collection endpoint"
+        if lists:
+            _, owner, relation = max(lists, key=lambda cut: cut[0])
+            where = f"/{owner.name}/{{id}}/{relation}"
         raise InvalidParameter(
             "include",
             f"the response may embed up to {bound} rows (limit x limit[path]), more than "
-            f"{max_rows}; lower the limits or page through the sub-collection endpoint",
+            f"{max_rows}; lower the limits or page through {where} instead",
         )
 
 
-def _bounded_rows(plan: Plan, parents: int) -> int:
-    total = 0
+def _bounded_rows(plan: Plan, parents: int) -> list[tuple[int, Resource, str]]:
+    """(rows at most, owner, relationship) of each path the request bounds."""
+    cuts: list[tuple[int, Resource, str]] = []
     for name, child in plan.children:
         if not plan.join(name).many:
             rows = parents
@@ -306,8 +310,9 @@ def _bounded_rows(plan: Plan, parents: int) -> int:
             rows = parents * child.limit
         else:
             continue  # not bounded by the request: counted as it is loaded
-        total += rows + _bounded_rows(child, rows)
-    return total
+        cuts.append((rows, plan.resource, name))
+        cuts += _bounded_rows(child, rows)
+    return cuts
 
 
 def check_attribute(

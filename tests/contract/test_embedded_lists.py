@@ -515,11 +515,6 @@ async def test_counting_a_path_not_included_reads_only_the_junction_or_the_targe
 
 # --- 4. refusals: 400 (403 for a private sort without a token), before any SQL -------------
 
-COUNT_PATH_UNCHECKED = (
-    "count[path]=false skips the path check: count[nope]=false or count[<to-one>]=false is a "
-    "200, not a 400 (parse_query_string keeps only true flags in path_count)"
-)
-
 
 @dataclass(frozen=True)
 class Refusal:
@@ -599,8 +594,8 @@ def to_one_cases(join: Join) -> list[Case]:
     return cases
 
 
-def resource_refusals(schema: Schema, resource: Resource) -> tuple[list[Refusal], list[Refusal]]:
-    """The cases of one resource's reads; and those a known bug fails."""
+def resource_refusals(schema: Schema, resource: Resource) -> list[Refusal]:
+    """The cases of one resource's reads (`count[path]=false` is checked like `true`)."""
     attribute = one_public_attribute(resource).name
 
     def refusal(label: str, params: Pairs, **more: Any) -> Refusal:
@@ -609,14 +604,14 @@ def resource_refusals(schema: Schema, resource: Resource) -> tuple[list[Refusal]
     cases = [
         refusal("count-unknown", (("count[nope]", "true"),)),
         refusal(f"count-{attribute}", ((f"count[{attribute}]", "true"),)),
+        refusal("count-unknown-false", (("count[nope]", "false"),)),
     ]
-    known_bug = [refusal("count-unknown-false", (("count[nope]", "false"),))]
     for join in resource.relationships:
         name, include = join.name, ("include", join.name)
         if not join.many:
             cases += [refusal(f"{name}-{label}", p) for label, p in to_one_cases(join)]
             flag = ((f"count[{name}]", "false"),)
-            known_bug.append(refusal(f"{name}-count-to-one-false", flag))
+            cases.append(refusal(f"{name}-count-to-one-false", flag))
             continue
         cases += [refusal(f"{name}-{label}", p) for label, p in to_many_cases(join)]
         cut = str(MAX_EMBEDDED_ROWS // MAX_LIMIT + 1)  # limit x limit[path] one cut too many
@@ -625,22 +620,16 @@ def resource_refusals(schema: Schema, resource: Resource) -> tuple[list[Refusal]
         for private in (a for a in join.target.attributes if a.private and a.codec.sortable):
             params = (include, (f"sort[{name}]", f"-{private.name}"))
             cases.append(refusal(f"{name}-sort-by-private-{private.name}", params, status=403))
-    return cases, known_bug
+    return cases
 
 
 def refusals() -> list[Any]:
-    """Every case as `pytest.param(schema, case)`; those a known bug fails marked so (the
-    unknown path once per schema)."""
-    cases: list[Refusal] = []
-    known_bug: list[Refusal] = []
-    for schema in SCHEMAS:
-        for index, resource in enumerate(schema.registry.values()):
-            refused, failing = resource_refusals(schema, resource)
-            cases += refused
-            known_bug += failing[1:] if index else failing
-    bug = pytest.mark.xfail(strict=True, reason=COUNT_PATH_UNCHECKED)
-    return [pytest.param(case.schema, case, id=str(case)) for case in cases] + [
-        pytest.param(case.schema, case, id=str(case), marks=bug) for case in known_bug
+    """Every case as `pytest.param(schema, case)`."""
+    return [
+        pytest.param(case.schema, case, id=str(case))
+        for schema in SCHEMAS
+        for resource in schema.registry.values()
+        for case in resource_refusals(schema, resource)
     ]
 
 
@@ -1022,7 +1011,13 @@ async def test_limit_times_limit_path_above_the_embedded_row_limit_is_400_before
         with recording(reader.app) as log:
             response = await reader.client.get(f"/{resource}", params=params)
         assert response.status_code == status, (params, response.text)
-    assert "sub-collection" in problem(response, 400)["detail"]
+    # The sub-collection of the largest cut list pages what the request wanted embedded.
+    detail = problem(response, 400)["detail"]
+    endpoint = re.search(r"page through /(\w+)/\{id\}/(\w+) instead$", detail)
+    assert endpoint is not None, detail
+    relation = registry[endpoint.group(1)].relationship(endpoint.group(2))
+    assert relation is not None
+    assert relation.many
     assert len(log) == 0, log.statements
 
 
