@@ -22,7 +22,7 @@ from service.api.read_path import ReadPath
 from service.api.reads import make_read_router
 from service.api.writes import make_write_router
 from service.auth import TokenVerifier
-from service.cache import ResponseCache, make_backend
+from service.cache import ResponseCache, make_backend, make_positions
 from service.db import autocommit_reads, make_engine, make_sessionmaker
 from service.logs import configure_logging
 from service.openapi import component_schemas
@@ -32,6 +32,7 @@ from service.query.cursor import CursorCodec
 from service.query.plan import Limits
 from service.reading import Reader
 from service.repository import Database
+from service.repository.replicas import make_replicas
 from service.schema import Registry, load_base, registry_of
 from service.settings import Settings
 from service.writing import Writer
@@ -50,12 +51,14 @@ def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     registry = registry_of(load_base(settings.models))
     engine = make_engine(settings)
+    replicas = make_replicas(engine, settings)
     db = Database(
         engine,
         make_sessionmaker(engine),
         autocommit_reads=autocommit_reads(engine, settings),
         connections=settings.pool_size + settings.max_overflow,
         wait_seconds=settings.pool_timeout,
+        replicas=replicas,
     )
     secret = settings.cursor_secret.encode() or secrets.token_bytes(32)
     reader = Reader(
@@ -64,7 +67,12 @@ def make_services(settings: Settings) -> Services:
         max_embedded_rows=settings.max_embedded_rows,
         loader=settings.loader,
     )
-    cache = ResponseCache(make_backend(settings), wait_seconds=settings.cache_wait_seconds)
+    backend = make_backend(settings)
+    cache = ResponseCache(
+        backend,
+        wait_seconds=settings.cache_wait_seconds,
+        positions=make_positions(backend, settings) if replicas is not None else None,
+    )
     writer = Writer(db, reader, PasswordHasher(settings), cache)
     return Services(
         settings=settings,
@@ -117,9 +125,16 @@ def create_app(settings: Settings) -> ServiceApp:
         if not services.tokens.configured:
             logger.warning("API_TOKENS is empty: every write will be refused with 401")
         settle_garbage_collector()
+        replicas = services.db.replicas
+        if replicas is not None:
+            replicas.start()
         yield
         services.writer.hasher.close()
         await services.cache.close()
+        if replicas is not None:
+            await replicas.stop()
+            for replica in replicas.replicas:
+                await replica.engine.dispose()
         await services.db.engine.dispose()
 
     app = ServiceApp(

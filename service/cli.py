@@ -129,6 +129,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the other commands should not pay for loading the web stack.
     import uvicorn
 
+    from service.repository.replicas import ReplicaSettingError, check_replica_settings
+
     http = _http_protocol(args.http)
     try:
         # Checked before the server starts: what is left out is a warning, what cannot be
@@ -136,6 +138,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         registry = registry_of(load_base(settings.models))
     except SchemaError as exc:
         log.error("cannot serve MODELS=%s: %s", settings.models, exc)
+        return 2
+    try:
+        check_replica_settings(settings)
+    except ReplicaSettingError as exc:
+        log.error("cannot serve: %s", exc)
         return 2
     log.info("serving %s", ", ".join(f"/{name}" for name in registry))
     if settings.is_sqlite and settings.models == DEFAULT_MODELS:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from service.metrics import POOL_CHECKED_OUT, POOL_OVERFLOW, POOL_SIZE
+from service.metrics import (
+    POOL_CHECKED_OUT,
+    POOL_OVERFLOW,
+    POOL_SIZE,
+    REPLICA_POOL_CHECKED_OUT,
+)
 from service.settings import Settings
 from service.timing import current_stats
 
@@ -44,8 +49,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
-    """An async engine with its pool sized by the settings; SQLite tuned for concurrency."""
+def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngine:
+    """An async engine with its pool sized by the settings; SQLite tuned for concurrency.
+    `replica`: the URL of a streaming replica to connect to instead of the primary's."""
     connect_args: dict[str, Any] = {}
     if settings.is_sqlite:
         connect_args["timeout"] = settings.sqlite_busy_timeout_ms / 1000
@@ -60,7 +66,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         # PgBouncer it is SET LOCAL in every transaction instead, below.)
         connect_args["server_settings"] = {"statement_timeout": str(settings.statement_timeout_ms)}
     engine = create_async_engine(
-        settings.database_url,
+        replica or settings.database_url,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
@@ -77,7 +83,10 @@ def make_engine(settings: Settings) -> AsyncEngine:
     if settings.pool_pre_ping and settings.pool_ping_idle_seconds > 0:
         _ping_when_idle(engine.sync_engine, idle_seconds=settings.pool_ping_idle_seconds)
     count_statements(engine.sync_engine)
-    _watch_pool(engine.sync_engine)
+    if replica is None:
+        _watch_pool(engine.sync_engine)
+    else:
+        _watch_replica_pool(engine.sync_engine, database_name(replica))
     return engine
 
 
@@ -128,6 +137,18 @@ def _watch_pool(engine: Engine) -> None:
     event.listen(engine.pool, "checkout", lambda *_: moved(+1))
     event.listen(engine.pool, "checkin", lambda *_: moved(-1))
     POOL_SIZE.set(size)
+
+
+def _watch_replica_pool(engine: Engine, name: str) -> None:
+    gauge = REPLICA_POOL_CHECKED_OUT.labels(name)
+    event.listen(engine.pool, "checkout", lambda *_: gauge.inc())
+    event.listen(engine.pool, "checkin", lambda *_: gauge.dec())
+
+
+def database_name(url: str) -> str:
+    """How logs, metrics and /readyz name a database: host:port/name, never a password."""
+    parsed = make_url(url)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

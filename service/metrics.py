@@ -39,6 +39,22 @@ CACHE_BATCH_KEYS = Histogram(
 CACHE_CIRCUIT_OPEN = Gauge(
     "cache_circuit_open", "1 while the shared cache's circuit is open", multiprocess_mode="max"
 )
+DB_READS = Counter("db_reads_total", "Reads served, by database", ["database"])
+REPLICA_UP = Gauge(
+    "db_replica_up", "1 while a replica answers its poll", ["database"], multiprocess_mode="min"
+)
+REPLICA_LAG_BYTES = Gauge(
+    "db_replica_lag_bytes",
+    "WAL bytes a replica trails the primary by, at the last poll",
+    ["database"],
+    multiprocess_mode="max",
+)
+REPLICA_POOL_CHECKED_OUT = Gauge(
+    "db_replica_pool_checked_out",
+    "Connections in use, per replica",
+    ["database"],
+    multiprocess_mode="livesum",
+)
 POOL_SIZE = Gauge("db_pool_size", "Connections the pool keeps", multiprocess_mode="livesum")
 POOL_CHECKED_OUT = Gauge("db_pool_checked_out", "Connections in use", multiprocess_mode="livesum")
 POOL_OVERFLOW = Gauge(

@@ -13,6 +13,7 @@ from service.query.plan import Condition, ListQuery, Plan, default_sort
 from service.render import render_items, render_list
 from service.repository import Database, Page, exists, list_page
 from service.repository.loaders import LoaderMemo
+from service.repository.replicas import PRIMARY_ONLY
 from service.schema import Resource
 from service.timing import stage
 
@@ -44,8 +45,11 @@ class Reader:
             memo=self.memo,
         )
 
-    async def list_body(self, query: ListQuery, *, base_path: str) -> bytes:
-        """A page of a list or sub-collection; a missing parent is a 404."""
+    async def list_body(
+        self, query: ListQuery, *, base_path: str, required: int = PRIMARY_ONLY
+    ) -> bytes:
+        """A page of a list or sub-collection; a missing parent is a 404. `required`: the WAL
+        position a replica must have replayed to serve it (else the primary does)."""
 
         async def work(connection: AsyncConnection) -> Page:
             if query.scope is not None and not await exists(
@@ -55,7 +59,7 @@ class Reader:
             with stage("query"):
                 return await self.load(connection, query)
 
-        page = await self.db.read(work)
+        page = await self.db.read(work, required=required)
         with stage("render"):
             next_cursor = next_link = None
             if page.has_more and page.last_sort_values is not None:
@@ -66,7 +70,9 @@ class Reader:
                 next_link = f"{base_path}?{to_query_string(params)}"
             return render_list(page, query, next_cursor=next_cursor, next_link=next_link)
 
-    async def item_body(self, plan: Plan, identifier: Any) -> bytes:
+    async def item_body(
+        self, plan: Plan, identifier: Any, *, required: int = PRIMARY_ONLY
+    ) -> bytes:
         resource = plan.resource
         by_id = Condition((), resource.key, "eq", identifier)
         query = ListQuery(plan=plan, sort=default_sort(resource), filters=(by_id,), limit=1)
@@ -75,7 +81,7 @@ class Reader:
             with stage("query"):
                 return await self.load(connection, query)
 
-        page = await self.db.read(work)
+        page = await self.db.read(work, required=required)
         if not page.items:
             raise not_found(plan.resource, identifier)
         with stage("render"):

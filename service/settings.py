@@ -18,6 +18,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///./service.db"
+    # Streaming replicas of the PostgreSQL primary that serve reads (SPEC, Scaling out).
+    database_replica_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    # How often each database's WAL position is polled, how long a poll may take before the
+    # database counts as down, and how far (bytes of WAL) a replica may trail the primary
+    # before it is skipped for every read.
+    replica_poll_seconds: float = Field(default=0.1, gt=0)
+    replica_timeout_seconds: float = Field(default=0.5, gt=0)
+    replica_max_lag_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # The declarative base whose classes are served (SPEC, "Your own models").
     models: str = DEFAULT_MODELS
     cache_url: str = "memory://"
@@ -88,11 +96,11 @@ class Settings(BaseSettings):
     # providers); /metrics (Prometheus) works either way.
     opentelemetry: bool = False
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "database_replica_urls", mode="before")
     @classmethod
-    def _split_tokens(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(token.strip() for token in value.split(",") if token.strip())
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @field_validator("cache_skip", mode="before")

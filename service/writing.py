@@ -41,8 +41,9 @@ class ChangeListener(Protocol):
     async def tables_changing(self, tables: frozenset[str]) -> None:
         """Inside the transaction, last before COMMIT; raising `Unavailable` rolls it back."""
 
-    async def tables_changed(self, tables: frozenset[str]) -> None:
-        """After COMMIT, before the response is sent; never raises."""
+    async def tables_changed(self, tables: frozenset[str], position: int) -> None:
+        """After COMMIT, before the response is sent, with where the primary's WAL stood
+        after it (what a replica must replay to hold the write); never raises."""
 
 
 class Writer:
@@ -83,7 +84,7 @@ class Writer:
                     await self.listener.tables_changing(changed)
             except sa_exc.IntegrityError:
                 raise await self._explain_clash(session, resource, rows, prefix) from None
-        await self.listener.tables_changed(changed)
+        await self.listener.tables_changed(changed, await self.db.written_position())
         return body, keys
 
     async def update(
@@ -114,7 +115,7 @@ class Writer:
                 raise await self._explain_clash(
                     session, resource, [values], _no_index, excluding=identifier
                 ) from None
-        await self.listener.tables_changed(changed)
+        await self.listener.tables_changed(changed, await self.db.written_position())
         return body
 
     async def delete(self, resource: Resource, identifier: Any) -> None:
@@ -132,7 +133,7 @@ class Writer:
                 raise Conflict(
                     f"other rows still refer to this {resource.name} row; nothing was deleted"
                 ) from None
-        await self.listener.tables_changed(changed)
+        await self.listener.tables_changed(changed, await self.db.written_position())
 
     async def _hash_secrets(self, resource: Resource, rows: list[dict[str, Any]]) -> None:
         for secret in resource.secrets:

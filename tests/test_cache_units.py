@@ -38,8 +38,9 @@ class Producer:
         self.runs = 0
         self.error: Exception | None = None
 
-    async def __call__(self) -> bytes:
+    async def __call__(self, *, required: int) -> bytes:
         self.runs += 1
+        self.required = required
         await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error

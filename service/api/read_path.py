@@ -215,7 +215,7 @@ class ReadPath:
         target = read.target
         try:
             if not cached:
-                served = await services.cache.bypass(produce)
+                served = await services.cache.bypass(produce, target.tables)
             else:
                 served = await services.cache.fetch(
                     target.key, target.tables, produce, refresh=refresh, looked_up=lookup

@@ -1,7 +1,7 @@
 """The response cache: canonical keys, per-table versions, memory/Redis/none backends."""
 
 from service.cache.backend import CacheBackend, CacheUnavailable, Entry, NullBackend
-from service.cache.layer import Outcome, ResponseCache, Served, make_backend
+from service.cache.layer import Outcome, ResponseCache, Served, make_backend, make_positions
 
 __all__ = [
     "CacheBackend",
@@ -12,4 +12,5 @@ __all__ = [
     "ResponseCache",
     "Served",
     "make_backend",
+    "make_positions",
 ]

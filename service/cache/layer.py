@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from service.cache.backend import (
     CacheBackend,
@@ -18,6 +19,7 @@ from service.cache.backend import (
     etag_of,
 )
 from service.cache.memory import MemoryBackend
+from service.cache.positions import Freshness, LocalPositions, Positions, RedisPositions
 from service.cache.redis_backend import RedisBackend
 from service.errors import Unavailable
 from service.metrics import cache_outcome
@@ -39,15 +41,25 @@ class Served:
     outcome: Outcome
 
 
-Produce = Callable[[], Awaitable[bytes]]
+class Produce(Protocol):
+    """Makes a body from the database: on a replica that has replayed `required`, or on
+    the primary."""
+
+    def __call__(self, *, required: int) -> Awaitable[bytes]: ...
+
+
 Lookup = tuple[Versions, Entry | None]
+ANYWHERE = Freshness(0, pending=False)  # no replicas: every read is the primary's
 
 
 class ResponseCache:
     """Serves a body from the backend when its table versions still match, else produces it."""
 
-    def __init__(self, backend: CacheBackend, *, wait_seconds: float) -> None:
+    def __init__(
+        self, backend: CacheBackend, *, wait_seconds: float, positions: Positions | None = None
+    ) -> None:
         self.backend = backend
+        self.positions = positions  # with replicas: what a read must see, per table
         self.wait_seconds = wait_seconds
         self._flights: dict[tuple[str, Versions], asyncio.Task[Entry]] = {}
         self._hits = cache_outcome(Outcome.HIT.value)  # the hot one, looked up once
@@ -68,14 +80,18 @@ class ResponseCache:
         try:
             versions, entry = looked_up or await self.backend.lookup(key, tables)
         except CacheUnavailable:
-            return await self.bypass(produce)
-        if refresh:
-            fresh = Entry.of(await produce(), versions)
-            await self._store(key, fresh)
-            return self._count(Served(fresh.body, fresh.etag, Outcome.BYPASS))
-        if entry is not None and entry.versions == versions:
+            return await self.bypass(produce, tables)
+        if not refresh and entry is not None and entry.versions == versions:
             return self._count(Served(entry.body, entry.etag, Outcome.HIT))
-        made = await self._single_flight(key, versions, produce)
+        # Asked after the versions: a replica that has replayed this far holds at least
+        # what they say. A table with a write in flight is read on the primary, uncached.
+        freshness = await self._freshness(tables)
+        if refresh or freshness.pending:
+            fresh = Entry.of(await produce(required=freshness.route), versions)
+            if not freshness.pending:
+                await self._store(key, fresh)
+            return self._count(Served(fresh.body, fresh.etag, Outcome.BYPASS))
+        made = await self._single_flight(key, versions, produce, freshness.route)
         return self._count(Served(made.body, made.etag, Outcome.MISS))
 
     async def hit(self, key: str, tables: tuple[str, ...]) -> tuple[Served | None, Lookup]:
@@ -96,15 +112,19 @@ class ResponseCache:
         """Last thing before a write commits: the shared backend hears of it first, or the
         write is rolled back. Entries stored between this bump and the commit (by a reader
         that still saw the old rows) are outdated again by the bump after the commit."""
-        if not self.backend.shared:
-            return  # one process: the bump after the commit is all it needs
         try:
-            await self.backend.bump(tables)
+            if self.positions is not None:
+                await self.positions.committing(tables)  # before the versions move
+            if self.backend.shared:  # one process: the bump after the commit is all it needs
+                await self.backend.bump(tables)
         except CacheUnavailable:
             raise _unreachable() from None
 
-    async def tables_changed(self, tables: frozenset[str]) -> None:
-        """Called after a write commits, before its response is sent."""
+    async def tables_changed(self, tables: frozenset[str], position: int = 0) -> None:
+        """Called after a write commits, before its response is sent, with the primary's WAL
+        position after it."""
+        if self.positions is not None:
+            await self.positions.committed(tables, position)  # before the versions move
         # If the circuit is open, closing it bumps the epoch, which covers this write.
         with contextlib.suppress(CacheUnavailable):
             await self.backend.bump(tables)
@@ -112,12 +132,18 @@ class ResponseCache:
     async def close(self) -> None:
         await self.backend.close()
 
-    async def bypass(self, produce: Produce) -> Served:
+    async def bypass(self, produce: Produce, tables: tuple[str, ...]) -> Served:
         """Straight to the database: the cache is off for this request."""
-        body = await produce()
+        freshness = await self._freshness(tables)
+        body = await produce(required=freshness.route)
         return self._count(Served(body, etag_of(body), Outcome.BYPASS))
 
-    async def _single_flight(self, key: str, versions: Versions, produce: Produce) -> Entry:
+    async def _freshness(self, tables: tuple[str, ...]) -> Freshness:
+        return ANYWHERE if self.positions is None else await self.positions.freshness(tables)
+
+    async def _single_flight(
+        self, key: str, versions: Versions, produce: Produce, required: int
+    ) -> Entry:
         """Concurrent identical misses share one task; it outlives a waiter that goes away."""
         flight = (key, versions)
         task = self._flights.get(flight)
@@ -126,14 +152,16 @@ class ResponseCache:
                 async with asyncio.timeout(self.wait_seconds):
                     return await asyncio.shield(task)
             except TimeoutError:
-                return Entry.of(await produce(), versions)
-        task = asyncio.ensure_future(self._produce_and_store(key, versions, produce))
+                return Entry.of(await produce(required=required), versions)
+        task = asyncio.ensure_future(self._produce_and_store(key, versions, produce, required))
         self._flights[flight] = task
         task.add_done_callback(lambda done: self._landed(flight, done))
         return await asyncio.shield(task)
 
-    async def _produce_and_store(self, key: str, versions: Versions, produce: Produce) -> Entry:
-        made = Entry.of(await produce(), versions)
+    async def _produce_and_store(
+        self, key: str, versions: Versions, produce: Produce, required: int
+    ) -> Entry:
+        made = Entry.of(await produce(required=required), versions)
         await self._store(key, made)
         return made
 
@@ -180,3 +208,18 @@ def make_backend(settings: Settings) -> CacheBackend:
             failure_threshold=settings.cache_failure_threshold,
         )
     raise ValueError(f"CACHE_URL must be memory://, redis://... or none, not {url!r}")
+
+
+def make_positions(backend: CacheBackend, settings: Settings) -> Positions:
+    """Where the tables' writes left the WAL, kept where the cache's versions are: shared
+    through Redis, or this process's own."""
+    # A write in flight is given as long as a request may take and its COMMIT after it.
+    pending_seconds = settings.request_timeout_seconds + settings.statement_timeout_ms / 1000
+    if isinstance(backend, RedisBackend):
+        return RedisPositions(
+            backend.client,
+            prefix=settings.cache_prefix,
+            pending_seconds=pending_seconds,
+            reachable=lambda: backend.reachable,
+        )
+    return LocalPositions(pending_seconds=pending_seconds)

@@ -72,6 +72,11 @@ class RedisBackend:
     def reachable(self) -> bool:
         return self.circuit.closed
 
+    @property
+    def client(self) -> redis.Redis:
+        """The client, for what else lives beside the cache (service/cache/positions.py)."""
+        return self._client
+
     def _version_key(self, table: str) -> str:
         return f"{self._prefix}:v:{table}"
 

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from service.db import WRITE
 from service.errors import Conflict, InvalidParameter, ServiceError, Unavailable
+from service.metrics import DB_READS
+from service.repository.replicas import PRIMARY_ONLY, WRITTEN, Replica, Replicas
 from service.timing import current_stats
 
 logger = logging.getLogger("service.database")
@@ -34,8 +36,10 @@ class Database:
         autocommit_reads: bool = False,
         connections: int = 0,
         wait_seconds: float = 5.0,
+        replicas: Replicas | None = None,
     ) -> None:
         self.engine = engine
+        self.replicas = replicas
         self._connections = connections
         self._wait_seconds = wait_seconds
         self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -50,6 +54,28 @@ class Database:
             self.read_sessionmaker = async_sessionmaker(
                 self.read_engine, expire_on_commit=False, autoflush=False
             )
+        self._primary_reads = DB_READS.labels("primary")
+        self._replica_engines = {
+            replica: replica.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if autocommit_reads
+            else replica.engine
+            for replica in (replicas.replicas if replicas else ())
+        }
+
+    async def written_position(self) -> int:
+        """Where the primary's WAL ends, asked once a write has committed (on a connection of
+        its own, so nothing here can touch the write's outcome): a replica that has replayed
+        this far holds the write. PRIMARY_ONLY when it cannot be learned (the write
+        happened; reads of what it changed then go to the primary for a while)."""
+        if self.replicas is None:
+            return 0
+        try:
+            async with asyncio.timeout(self.replicas.timeout_seconds):
+                async with self.read_engine.connect() as connection:
+                    return int(await connection.scalar(WRITTEN) or 0)
+        except Exception:  # whatever failed, the write has happened: it must be answered
+            logger.warning("the WAL position of a committed write could not be read")
+            return PRIMARY_ONLY
 
     @asynccontextmanager
     async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
@@ -91,9 +117,20 @@ class Database:
         finally:
             turns.release()
 
-    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """`work` on a read connection; run once more if the connection turned out dead (the
-        database restarted since the pool last used it): a read has nothing to undo."""
+    async def read(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, required: int = PRIMARY_ONLY
+    ) -> T:
+        """`work` on a replica that has replayed the WAL to `required`, else on the primary;
+        run once more if the connection turned out dead (the database restarted since the
+        pool last used it, or a replica went away): a read has nothing to undo."""
+        replica = self.replicas.choose(required) if self.replicas is not None else None
+        if replica is not None:
+            try:
+                return await self._read_on(replica, work)
+            except _ReplicaFailed:
+                pass  # the primary serves it
+        if self.replicas is not None:
+            self._primary_reads.inc()
         for attempt in (1, 2):
             try:
                 async with self._turn(), self.read_engine.connect() as connection:
@@ -109,6 +146,37 @@ class Database:
                 _log_failure(exc, error)
                 raise error from exc
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _read_on(
+        self, replica: Replica, work: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """`work` on `replica`; a replica that fails (gone, too slow to hand out a connection,
+        or cancelling the statement for a conflict with recovery) hands the read back."""
+        replica.in_flight += 1
+        try:
+            async with self._replica_engines[replica].connect() as connection:
+                result = await work(connection)
+        except ServiceError:
+            raise
+        except DRIVER_ERRORS as exc:
+            if _is_data_error(exc):
+                raise translate_error(exc) from exc  # the client's value, wherever it runs
+            gone = isinstance(exc, OSError | TimeoutError) or (
+                isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+            )
+            if gone:
+                replica.down(type(exc).__name__)  # until its next poll answers
+            logger.info("replica %s failed a read (%s); the primary serves it", replica.name,
+                        type(exc).__name__)  # fmt: skip
+            raise _ReplicaFailed from exc
+        finally:
+            replica.in_flight -= 1
+        replica.reads.inc()
+        return result
+
+
+class _ReplicaFailed(Exception):
+    """A replica could not serve a read that the primary can."""
 
 
 @asynccontextmanager

@@ -1,0 +1,181 @@
+"""Streaming replicas: how far each has replayed, learned off the request path, and which
+one may serve a read that must see the WAL up to a given position."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import database_name, make_engine
+from service.metrics import DB_READS, REPLICA_LAG_BYTES, REPLICA_UP
+from service.settings import Settings
+
+logger = logging.getLogger("service.replicas")
+
+# A read that only the primary may serve: a write to its tables is committing, or where the
+# WAL stood when it committed is unknown. Past any real WAL position (2^62 bytes).
+PRIMARY_ONLY = 1 << 62
+
+# Where a replica has replayed to; a server that is not in recovery is as current as itself.
+REPLAYED = text(
+    "SELECT pg_wal_lsn_diff(COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()), '0/0')"
+    "::bigint"
+)
+# Where the primary's WAL ends: after a COMMIT returned, at or past its commit record.
+WRITTEN = text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+
+
+@dataclass(slots=True, eq=False)
+class Replica:
+    """One replica's engine and what the last poll learned of it."""
+
+    name: str
+    engine: AsyncEngine
+    up: bool = False  # answered the last poll (a replica starts skipped until it does)
+    replayed: int = -1  # WAL bytes replayed at the last poll
+    polled_at: float = 0.0  # monotonic time of the last answer
+    lag_bytes: int = 0  # behind the primary's WAL end at the last poll of both
+    in_flight: int = 0  # reads it is serving now
+    failure: str | None = None  # why the last poll failed
+    reads: Counter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reads = DB_READS.labels(self.name)
+
+    def serves(self, required: int, max_lag_bytes: int) -> bool:
+        return self.up and self.replayed >= required and self.lag_bytes <= max_lag_bytes
+
+    def down(self, reason: str) -> None:
+        if self.up:
+            logger.warning("replica %s is skipped: %s", self.name, reason)
+        self.up = False
+        self.failure = reason
+        REPLICA_UP.labels(self.name).set(0)
+
+
+class Replicas:
+    """The replicas of one primary, and the background poll that keeps their positions."""
+
+    def __init__(
+        self,
+        primary: AsyncEngine,
+        replicas: list[Replica],
+        *,
+        poll_seconds: float,
+        timeout_seconds: float,
+        max_lag_bytes: int,
+    ) -> None:
+        self.primary = primary
+        self.replicas = replicas
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.max_lag_bytes = max_lag_bytes
+        self.primary_up: bool | None = None  # None: not polled yet
+        self.primary_written = 0
+        self.primary_failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def choose(self, required: int) -> Replica | None:
+        """The least busy replica that has replayed `required`; None: the primary's turn."""
+        best: Replica | None = None
+        for replica in self.replicas:
+            if replica.serves(required, self.max_lag_bytes) and (
+                best is None or replica.in_flight < best.in_flight
+            ):
+                best = replica
+        return best
+
+    def start(self) -> None:
+        if self._task is None and self.replicas:
+            self._task = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def poll(self) -> None:
+        """Every database's WAL position at once; a database that does not answer in time
+        is down until it does."""
+        await asyncio.gather(self._poll_primary(), *(self._poll(r) for r in self.replicas))
+        for replica in self.replicas:
+            if replica.up:
+                replica.lag_bytes = max(0, self.primary_written - replica.replayed)
+                REPLICA_LAG_BYTES.labels(replica.name).set(replica.lag_bytes)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except Exception:  # the poll must outlive anything one round does
+                logger.exception("the replica poll failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _poll_primary(self) -> None:
+        try:
+            self.primary_written = await self._position(self.primary, WRITTEN)
+        except Exception as exc:  # whatever the driver raises for a database that is gone
+            self.primary_up, self.primary_failure = False, type(exc).__name__
+            return
+        self.primary_up, self.primary_failure = True, None
+
+    async def _poll(self, replica: Replica) -> None:
+        try:
+            replayed = await self._position(replica.engine, REPLAYED)
+        except Exception as exc:
+            replica.down(type(exc).__name__)
+            return
+        if not replica.up:
+            logger.info("replica %s serves reads (replayed to %d)", replica.name, replayed)
+            REPLICA_UP.labels(replica.name).set(1)
+        replica.up, replica.failure = True, None
+        replica.replayed, replica.polled_at = replayed, time.monotonic()
+
+    async def _position(self, engine: AsyncEngine, statement: object) -> int:
+        async with asyncio.timeout(self.timeout_seconds), engine.connect() as connection:
+            value = await connection.scalar(statement)  # type: ignore[call-overload]
+        return int(value or 0)
+
+
+class ReplicaSettingError(ValueError):
+    """DATABASE_REPLICA_URLS cannot be served as given; the message says why."""
+
+
+def check_replica_settings(settings: Settings) -> None:
+    """Replicas are PostgreSQL streaming replicas of a PostgreSQL primary."""
+    urls = settings.database_replica_urls
+    if not urls:
+        return
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        raise ReplicaSettingError("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL")
+    for url in urls:
+        if make_url(url).get_backend_name() != "postgresql":
+            raise ReplicaSettingError(f"{database_name(url)} is not a PostgreSQL URL")
+
+
+def make_replicas(primary: AsyncEngine, settings: Settings) -> Replicas | None:
+    """The replicas DATABASE_REPLICA_URLS names, each with a pool sized like the primary's."""
+    check_replica_settings(settings)
+    if not settings.database_replica_urls:
+        return None
+    replicas = [
+        Replica(database_name(url), make_engine(settings, replica=url))
+        for url in settings.database_replica_urls
+    ]
+    return Replicas(
+        primary,
+        replicas,
+        poll_seconds=settings.replica_poll_seconds,
+        timeout_seconds=settings.replica_timeout_seconds,
+        max_lag_bytes=settings.replica_max_lag_bytes,
+    )
