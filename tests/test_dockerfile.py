@@ -136,22 +136,54 @@ def test_compose_runs_migrations_once_before_two_app_instances(
 ) -> None:
     services = compose["services"]
     assert isinstance(services, dict)
-    assert {"postgres", "redis", "migrate", "app1", "app2"} <= set(services)
+    assert {"postgres", "replica", "redis", "migrate", "app1", "app2"} <= set(services)
     assert services["migrate"]["command"] == ["service", "migrate"]
     for name, port in (("app1", 8001), ("app2", 8002)):
         app = services[name]
         assert app["ports"] == [f"{port}:8000"]
         assert app["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
+            "replica": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
             "migrate": {"condition": "service_completed_successfully"},
         }
         environment = app["environment"]
         assert environment["DATABASE_URL"].startswith("postgresql+asyncpg://")
+        assert "@postgres:5432/" in environment["DATABASE_URL"]
+        assert environment["DATABASE_REPLICA_URLS"].startswith("postgresql+asyncpg://")
+        assert "@replica:5432/" in environment["DATABASE_REPLICA_URLS"]
         assert environment["CACHE_URL"].startswith("redis://redis:6379/")
         assert environment["API_TOKENS"].startswith("${API_TOKENS:?")
         assert environment["CURSOR_SECRET"].startswith("${CURSOR_SECRET:?")
     assert services["app1"]["environment"] == services["app2"]["environment"]
+
+
+def test_compose_replica_streams_from_the_primary_with_the_stock_image(
+    compose: dict[str, object],
+) -> None:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    primary, replica = services["postgres"], services["replica"]
+    assert replica["image"] == primary["image"] == "postgres:15"
+    assert replica["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert "healthcheck" in replica
+    assert "pg_is_in_recovery()" in replica["healthcheck"]["test"][1]
+    assert {"wal_level=replica", "hot_standby=on"} <= set(primary["command"])
+    # The role and slot the primary's init script creates are the ones the replica clones with.
+    for key in ("REPLICATION_USER", "REPLICATION_PASSWORD", "REPLICATION_SLOT"):
+        assert primary["environment"][key] == replica["environment"][key]
+    assert replica["environment"]["PRIMARY_HOST"] == "postgres"
+    mounts = {
+        volume.split(":")[1]: ROOT / volume.split(":")[0]
+        for volume in primary["volumes"] + replica["volumes"]
+        if volume.startswith("./")
+    }
+    init = mounts["/docker-entrypoint-initdb.d/10-replication.sh"]
+    entrypoint = mounts[replica["entrypoint"][-1]]
+    assert "host replication" in init.read_text()
+    assert "pg_basebackup" in entrypoint.read_text()
+    assert "--write-recovery-conf" in entrypoint.read_text()
+    assert {"postgres-data", "replica-data"} <= set(compose["volumes"])
 
 
 def test_deployment_doc_lists_every_setting() -> None:
