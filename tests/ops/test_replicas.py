@@ -1,0 +1,233 @@
+"""Read replicas on a real streaming pair: where reads go, read-your-writes while the replica
+lags, and reads that survive either server going away (SPEC, Scaling out).
+
+Two instances (apps in this process) share one Redis prefix and one throwaway primary with
+its hot standby; lag is made by pausing the standby's replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from service.app import ServiceApp, create_app
+from service.db import database_name
+from tests.conftest import TOKEN, make_test_settings
+from tests.ops.conftest import migrate_and_seed
+from tests.ops.replication import StreamingPair, streaming_pair
+
+pytestmark = pytest.mark.slow
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DATABASE = "svc_replicas"
+NO_CACHE = {"Cache-Control": "no-cache"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Instance:
+    app: ServiceApp
+    client: httpx.AsyncClient
+
+
+@pytest.fixture(scope="module")
+async def pair() -> AsyncIterator[StreamingPair]:
+    async with streaming_pair() as made:
+        await made.create_database(DATABASE)
+        await migrate_and_seed(made.primary.url(DATABASE))
+        await made.wait_caught_up()
+        yield made
+
+
+@pytest.fixture(scope="module")
+def cache_prefix() -> Iterator[str]:
+    """A Redis key prefix of this module's own; its keys are deleted at the end."""
+    prefix = f"svc_replicas_{uuid.uuid4().hex[:12]}"
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+async def instances(pair: StreamingPair, cache_prefix: str) -> AsyncIterator[list[Instance]]:
+    made: list[Instance] = []
+    stack = contextlib.AsyncExitStack()
+    for _ in range(2):
+        settings = make_test_settings(
+            pair.primary.url(DATABASE),
+            database_replica_urls=(pair.replica.url(DATABASE),),
+            cache_url=REDIS_URL,
+            cache_prefix=cache_prefix,
+            replica_poll_seconds=0.05,
+            pool_timeout=2.0,
+        )
+        app = create_app(settings)
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        await stack.enter_async_context(client)
+        made.append(Instance(app, client))
+    async with stack:
+        yield made
+
+
+def reads_on(name: str) -> float:
+    return REGISTRY.get_sample_value("db_reads_total", {"database": name}) or 0.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.05)
+
+
+async def replica_serving(instances: list[Instance]) -> None:
+    """Every instance's poll has found the replica up."""
+
+    async def up() -> bool:
+        return all(i.app.state.services.db.replicas.replicas[0].up for i in instances)
+
+    await eventually(up, seconds=10, what="the replica to be polled up")
+
+
+async def test_reads_go_to_a_caught_up_replica_with_1_plus_k_statements(
+    pair: StreamingPair, instances: list[Instance]
+) -> None:
+    await replica_serving(instances)
+    replica = database_name(pair.replica.url(DATABASE))
+    for instance in instances:
+        before = (reads_on(replica), reads_on("primary"))
+        response = await instance.client.get(
+            "/groups?fields=name&include=users&limit[users]=2&limit=3", headers=NO_CACHE
+        )
+        assert response.status_code == 200, response.text
+        assert 'desc="2 queries"' in response.headers["server-timing"]
+        assert (reads_on(replica), reads_on("primary")) == (before[0] + 1, before[1])
+    ready = await instances[0].client.get("/readyz")
+    assert ready.status_code == 200
+    databases = ready.json()["databases"]
+    assert databases["primary"]["state"] == "up"
+    assert databases[replica]["state"] == "up"
+    assert databases[replica]["lag_bytes"] >= 0
+
+
+async def test_a_write_is_read_back_everywhere_while_the_replica_lags(
+    pair: StreamingPair, instances: list[Instance]
+) -> None:
+    """Replay paused: what a write changed is read on the primary, through either instance,
+    cached or not; what it did not change still comes from the replica."""
+    await replica_serving(instances)
+    replica = database_name(pair.replica.url(DATABASE))
+    name = f"lag{uuid.uuid4().hex[:8]}"
+    listed = f"/users?fields=name,display_name&filter[name]={name}"
+    for instance in instances:  # cached, before the write: an empty list under each
+        assert (await instance.client.get(listed)).json()["data"] == []
+    await pair.pause_replay()
+    try:
+        created = await instances[0].client.post(
+            "/users?fields=id",
+            json={"name": name, "email_address": f"{name}@example.com", "group_ids": [1]},
+            headers=AUTH,
+        )
+        assert created.status_code == 201, created.text
+        identifier = created.json()["data"]["id"]
+        for instance in instances:
+            for headers in ({}, NO_CACHE):
+                found = await instance.client.get(listed, headers=headers)
+                assert found.json()["data"] == [{"name": name, "display_name": None}]
+                item = await instance.client.get(f"/users/{identifier}?fields=name")
+                assert item.status_code == 200, item.text
+                group = await instance.client.get(
+                    "/groups/1?fields=id&count[users]=true", headers=headers
+                )
+                assert group.json()["data"]["users_count"] >= 1
+        patched = await instances[1].client.patch(
+            f"/users/{identifier}?fields=display_name",
+            json={"display_name": "after"},
+            headers=AUTH,
+        )
+        assert patched.status_code == 200, patched.text
+        for instance in instances:
+            found = await instance.client.get(listed)
+            assert found.json()["data"] == [{"name": name, "display_name": "after"}]
+        before = reads_on(replica)
+        untouched = await instances[0].client.get("/permissions?fields=name", headers=NO_CACHE)
+        assert untouched.status_code == 200
+        assert reads_on(replica) == before + 1  # a table no write changed: the replica's
+    finally:
+        await pair.resume_replay()
+    await pair.wait_caught_up()
+    await asyncio.sleep(0.2)  # two polls
+    before = reads_on(replica)
+    again = await instances[1].client.get(listed, headers=NO_CACHE)
+    assert again.json()["data"] == [{"name": name, "display_name": "after"}]
+    assert reads_on(replica) == before + 1  # caught up: the replica serves it again
+
+
+async def test_reads_go_on_while_the_replica_is_down_and_it_rejoins(
+    pair: StreamingPair, instances: list[Instance]
+) -> None:
+    await replica_serving(instances)
+    replica = database_name(pair.replica.url(DATABASE))
+    await pair.stop_replica("immediate")
+    try:
+        for attempt in range(20):
+            response = await instances[attempt % 2].client.get(
+                f"/users?fields=id&limit={attempt + 1}", headers=NO_CACHE
+            )
+            assert response.status_code == 200, response.text
+        ready = (await instances[0].client.get("/readyz")).json()
+        assert ready["databases"][replica]["state"] == "down"
+        assert ready["databases"]["primary"]["state"] == "up"
+    finally:
+        await pair.start_replica()
+    await replica_serving(instances)
+    before = reads_on(replica)
+    assert (await instances[0].client.get("/users?fields=id", headers=NO_CACHE)).is_success
+    assert reads_on(replica) == before + 1
+
+
+async def test_reads_go_on_while_the_primary_is_down_and_writes_are_503(
+    pair: StreamingPair, instances: list[Instance]
+) -> None:
+    await replica_serving(instances)
+    await pair.wait_caught_up()
+    await pair.stop_primary("immediate")
+    try:
+        for instance in instances:
+            for path in ("/users?fields=name&limit=3", "/groups/1?include=users&limit[users]=1"):
+                response = await instance.client.get(path, headers=NO_CACHE)
+                assert response.status_code == 200, response.text
+            refused = await instance.client.post(
+                "/permissions", json={"name": f"p{uuid.uuid4().hex[:6]}"}, headers=AUTH
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"]
+        ready = await instances[0].client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["databases"]["primary"]["state"] == "down"
+    finally:
+        await pair.start_primary()
+
+    async def writes() -> bool:
+        response = await instances[0].client.post(
+            "/permissions", json={"name": f"p{uuid.uuid4().hex[:6]}"}, headers=AUTH
+        )
+        return response.status_code == 201
+
+    await eventually(writes, seconds=15, what="writes to resume after the primary restarted")
