@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     replica_poll_seconds: float = Field(default=0.1, gt=0)
     replica_timeout_seconds: float = Field(default=0.5, gt=0)
     replica_max_lag_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # A replica that lacks a commit older than this is skipped. It also bounds how stale a
+    # read can be when a write's WAL position was lost (the writer cut off, or the primary
+    # gone, right after COMMIT): keep it below the pending window (REQUEST_TIMEOUT_SECONDS
+    # plus the statement timeout), which the service checks at start-up.
+    replica_max_lag_seconds: float = Field(default=10.0, gt=0)
     # The declarative base whose classes are served (SPEC, "Your own models").
     models: str = DEFAULT_MODELS
     cache_url: str = "memory://"
@@ -115,6 +120,11 @@ class Settings(BaseSettings):
                 )
             return names
         return value
+
+    @property
+    def write_window_seconds(self) -> float:
+        """How long a write may be in flight: the request's deadline, then its COMMIT."""
+        return self.request_timeout_seconds + self.statement_timeout_ms / 1000
 
     @property
     def is_sqlite(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
@@ -213,8 +214,7 @@ def make_backend(settings: Settings) -> CacheBackend:
 def make_positions(backend: CacheBackend, settings: Settings) -> Positions:
     """Where the tables' writes left the WAL, kept where the cache's versions are: shared
     through Redis, or this process's own."""
-    # A write in flight is given as long as a request may take and its COMMIT after it.
-    pending_seconds = settings.request_timeout_seconds + settings.statement_timeout_ms / 1000
+    pending_seconds = math.ceil(settings.write_window_seconds)
     if isinstance(backend, RedisBackend):
         return RedisPositions(
             backend.client,

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,10 +24,12 @@ logger = logging.getLogger("service.replicas")
 # WAL stood when it committed is unknown. Past any real WAL position (2^62 bytes).
 PRIMARY_ONLY = 1 << 62
 
-# Where a replica has replayed to; a server that is not in recovery is as current as itself.
+# Where a replica has replayed to (a server that is not in recovery is as current as itself),
+# and how long ago the last transaction it replayed committed.
 REPLAYED = text(
     "SELECT pg_wal_lsn_diff(COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()), '0/0')"
-    "::bigint"
+    "::bigint, COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)"
+    "::float8"
 )
 # Where the primary's WAL ends: after a COMMIT returned, at or past its commit record.
 WRITTEN = text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
@@ -43,6 +45,9 @@ class Replica:
     replayed: int = -1  # WAL bytes replayed at the last poll
     polled_at: float = 0.0  # monotonic time of the last answer
     lag_bytes: int = 0  # behind the primary's WAL end at the last poll of both
+    # While behind: how long ago the last transaction it replayed committed (else 0).
+    lag_seconds: float = 0.0
+    replayed_commit_age: float = 0.0
     in_flight: int = 0  # reads it is serving now
     failure: str | None = None  # why the last poll failed
     reads: Counter = field(init=False, repr=False)
@@ -50,8 +55,13 @@ class Replica:
     def __post_init__(self) -> None:
         self.reads = DB_READS.labels(self.name)
 
-    def serves(self, required: int, max_lag_bytes: int) -> bool:
-        return self.up and self.replayed >= required and self.lag_bytes <= max_lag_bytes
+    def serves(self, required: int, max_lag_bytes: int, max_lag_seconds: float) -> bool:
+        return (
+            self.up
+            and self.replayed >= required
+            and self.lag_bytes <= max_lag_bytes
+            and self.lag_seconds <= max_lag_seconds
+        )
 
     def down(self, reason: str) -> None:
         if self.up:
@@ -72,8 +82,10 @@ class Replicas:
         poll_seconds: float,
         timeout_seconds: float,
         max_lag_bytes: int,
+        max_lag_seconds: float,
     ) -> None:
         self.primary = primary
+        self.max_lag_seconds = max_lag_seconds
         self.replicas = replicas
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
@@ -87,7 +99,7 @@ class Replicas:
         """The least busy replica that has replayed `required`; None: the primary's turn."""
         best: Replica | None = None
         for replica in self.replicas:
-            if replica.serves(required, self.max_lag_bytes) and (
+            if replica.serves(required, self.max_lag_bytes, self.max_lag_seconds) and (
                 best is None or replica.in_flight < best.in_flight
             ):
                 best = replica
@@ -111,6 +123,8 @@ class Replicas:
         for replica in self.replicas:
             if replica.up:
                 replica.lag_bytes = max(0, self.primary_written - replica.replayed)
+                # Behind: the oldest commit it lacks is younger than the last it replayed.
+                replica.lag_seconds = replica.replayed_commit_age if replica.lag_bytes else 0.0
                 REPLICA_LAG_BYTES.labels(replica.name).set(replica.lag_bytes)
 
     async def _poll_forever(self) -> None:
@@ -131,19 +145,24 @@ class Replicas:
 
     async def _poll(self, replica: Replica) -> None:
         try:
-            replayed = await self._position(replica.engine, REPLAYED)
-        except Exception as exc:
+            async with (
+                asyncio.timeout(self.timeout_seconds),
+                replica.engine.connect() as connection,
+            ):
+                row = (await connection.execute(REPLAYED)).one()
+        except Exception as exc:  # whatever the driver raises for a database that is gone
             replica.down(type(exc).__name__)
             return
+        replayed, replica.replayed_commit_age = int(row[0] or 0), float(row[1] or 0.0)
         if not replica.up:
             logger.info("replica %s serves reads (replayed to %d)", replica.name, replayed)
             REPLICA_UP.labels(replica.name).set(1)
         replica.up, replica.failure = True, None
         replica.replayed, replica.polled_at = replayed, time.monotonic()
 
-    async def _position(self, engine: AsyncEngine, statement: object) -> int:
+    async def _position(self, engine: AsyncEngine, statement: TextClause) -> int:
         async with asyncio.timeout(self.timeout_seconds), engine.connect() as connection:
-            value = await connection.scalar(statement)  # type: ignore[call-overload]
+            value = await connection.scalar(statement)
         return int(value or 0)
 
 
@@ -161,6 +180,14 @@ def check_replica_settings(settings: Settings) -> None:
     for url in urls:
         if make_url(url).get_backend_name() != "postgresql":
             raise ReplicaSettingError(f"{database_name(url)} is not a PostgreSQL URL")
+    if settings.replica_max_lag_seconds > settings.write_window_seconds:
+        # A write whose WAL position was lost is read on the primary for this window; past
+        # it, only a replica no older than this may serve what it changed.
+        raise ReplicaSettingError(
+            f"REPLICA_MAX_LAG_SECONDS ({settings.replica_max_lag_seconds:g}) must not exceed "
+            f"REQUEST_TIMEOUT_SECONDS plus the statement timeout "
+            f"({settings.write_window_seconds:g})"
+        )
 
 
 def make_replicas(primary: AsyncEngine, settings: Settings) -> Replicas | None:
@@ -178,4 +205,5 @@ def make_replicas(primary: AsyncEngine, settings: Settings) -> Replicas | None:
         poll_seconds=settings.replica_poll_seconds,
         timeout_seconds=settings.replica_timeout_seconds,
         max_lag_bytes=settings.replica_max_lag_bytes,
+        max_lag_seconds=settings.replica_max_lag_seconds,
     )
