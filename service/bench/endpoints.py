@@ -1,13 +1,17 @@
 """The endpoints benchmark: the service's users page beside hand-written ones, one worker each.
 
-One seeded PostgreSQL database; seven endpoints, each its own uvicorn process with one
-worker (uvloop + httptools): the reference apps of service/bench/reference.py (FastAPI +
+One seeded PostgreSQL database; ten endpoints on eight uvicorn processes with one worker
+each (uvloop + httptools): the reference apps of service/bench/reference.py (FastAPI +
 SQLAlchemy hand-tuned, Starlette + asyncpg, a constant body, one Redis GET) and the
-service twice (CACHE_URL=memory://, asked uncached with `Cache-Control: no-cache` and
-cached; CACHE_URL=redis://). Before timing, the service and the two database references
+service four times: CACHE_URL=memory:// and CACHE_URL=redis://, each asked uncached with
+`Cache-Control: no-cache` and cached, and each again with DATABASE_REPLICA_URLS naming the
+same database (a server not in recovery is a caught-up replica: the routing is real, the
+database work the same), asked uncached, so a read with one replica configured stands
+beside the same read without. Before timing, the service and the two database references
 must return the same data. Then rounds: in each, every endpoint in turn (the order
 rotated each round) gets S seconds of C connections, so a busy moment on the machine
-falls on all of them alike. Load from wrk (one thread) when it is installed, else from
+falls on all of them alike; around each phase of a replica server its /metrics say which
+database served the reads. Load from wrk (one thread) when it is installed, else from
 `service loadtest`'s runner in two client processes.
 """
 
@@ -53,7 +57,7 @@ from service.bench.reference import (
     SHAPE,
     TOKEN_VARIABLE,
 )
-from service.db import make_engine
+from service.db import database_name, make_engine
 from service.migrations import run_upgrade
 from service.seed import seed
 from service.settings import Settings
@@ -70,26 +74,38 @@ WARMUP_SECONDS = 2
 # its endpoint's steady state, not the wake of the phase before it (whose database work
 # can still be settling when the next endpoint starts).
 SETTLE_SECONDS = 1
+REPLICA_URLS_VARIABLE = "DATABASE_REPLICA_URLS"
 UVICORN = ("--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http", "httptools")
 
 # name, server, extra request headers
 FASTAPI, ASYNCPG, CONSTANT, REDIS_GET = "FastAPI hand-tuned", "asyncpg", "constant", "redis GET"
 UNCACHED, MEMORY, REDIS_CACHED = "service uncached", "service memory", "service redis"
+UNCACHED_REPLICA = "service uncached, replica"
+REDIS_UNCACHED, REDIS_UNCACHED_REPLICA = "service redis uncached", "service redis uncached, replica"
+NO_CACHE = (("Cache-Control", "no-cache"),)
 ENDPOINTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     (FASTAPI, "fastapi", ()),
     (ASYNCPG, "asyncpg", ()),
     (CONSTANT, "constant", ()),
     (REDIS_GET, "redis-get", ()),
-    (UNCACHED, "service-memory", (("Cache-Control", "no-cache"),)),
+    (UNCACHED, "service-memory", NO_CACHE),
+    (UNCACHED_REPLICA, "service-memory-replica", NO_CACHE),
     (MEMORY, "service-memory", ()),
     (REDIS_CACHED, "service-redis", ()),
+    (REDIS_UNCACHED, "service-redis", NO_CACHE),
+    (REDIS_UNCACHED_REPLICA, "service-redis-replica", NO_CACHE),
 )
-# (numerator, denominator, target, aim): the issue's targets, as rate ratios.
+# Issue 16: a read with one caught-up replica configured costs within 10% of the same read
+# without, i.e. its rate is at least 1/1.1 of it.
+REPLICA_TARGET = 1 / 1.1
+# (numerator, denominator, target, aim): the issues' targets, as rate ratios.
 TARGETS = (
     (UNCACHED, FASTAPI, 1.5, None),
     (UNCACHED, ASYNCPG, 0.5, 0.8),
     (MEMORY, CONSTANT, 0.7, None),
     (REDIS_CACHED, REDIS_GET, 0.9, None),
+    (UNCACHED_REPLICA, UNCACHED, REPLICA_TARGET, None),
+    (REDIS_UNCACHED_REPLICA, REDIS_UNCACHED, REPLICA_TARGET, None),
 )
 TAIL_TARGET = 3.0  # p99 within 3x p50 at 32 connections
 
@@ -104,6 +120,8 @@ class Phase:
     p99_ms: float
     errors: int
     cpu_seconds: float  # the server process's user + system time over the phase
+    # On a server with a replica: (reads the replica served, reads the primary served).
+    reads: tuple[int, int] | None = None
 
     @property
     def rate(self) -> float:
@@ -118,6 +136,14 @@ class Summary:
     p99_ms: float  # median over rounds
     cpu_us: float  # server CPU per request
     errors: int
+    replica_reads: tuple[int, int] | None = None  # (by the replica, by the primary)
+
+    @property
+    def replica_share(self) -> float:
+        """Of the reads in the recorded phases, the share the replica served."""
+        if self.replica_reads is None or not sum(self.replica_reads):
+            return math.nan
+        return self.replica_reads[0] / sum(self.replica_reads)
 
     @property
     def tail(self) -> float:
@@ -161,6 +187,7 @@ class Server:
     pid: int
     log: Path
     process: asyncio.subprocess.Process
+    replica: str | None = None  # the name of the replica it reads from (metrics, logs)
 
 
 async def run_endpoints(
@@ -175,7 +202,7 @@ async def run_endpoints(
     warmup_seconds: int = WARMUP_SECONDS,
     settle_seconds: int = SETTLE_SECONDS,
 ) -> EndpointsReport:
-    """Seed, start the seven servers, check their data, drive them in rotated rounds."""
+    """Seed, start the eight servers, check their data, drive them in rotated rounds."""
     if seconds < 1 or connections < 1 or rounds < 1:
         raise BenchError("seconds, connections and rounds must be 1 or more")
     chosen = choose_tool(tool, fallback="loadtest")
@@ -216,6 +243,7 @@ async def run_endpoints(
                     )  # fmt: skip
                     load_after = os.getloadavg()[0]
                     warnings += [f"{s.name}: {line}" for s in servers.values() for line in _log(s)]
+                    check_replica_served(phases, warnings)
                 environment = await describe(url, redis_url, chosen)
                 environment += (("1-min load average", f"{load_before:.2f} -> {load_after:.2f}"),)
             finally:
@@ -252,13 +280,16 @@ async def prepare_endpoints_database(url: str) -> None:
         await engine.dispose()
 
 
-def server_commands(redis_url: str) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each server's command line and its own environment on top of the shared one."""
+def server_commands(
+    redis_url: str, database_url: str | None = None
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each server's command line and its own environment on top of the shared one; with
+    `database_url`, also the two service servers that name it as their one replica."""
     python = sys.executable
     reference = "service.bench.reference:"
     uvicorn = [python, "-m", "uvicorn", "--factory", *UVICORN, "--log-level", "warning"]
     service = [python, "-m", "service", "serve", "--workers", "1"]
-    return {
+    commands = {
         "fastapi": ([*uvicorn, "--no-access-log", reference + "make_fastapi_app"], {}),
         "asyncpg": ([*uvicorn, "--no-access-log", reference + "make_asyncpg_app"], {}),
         "constant": ([*uvicorn, "--no-access-log", reference + "make_constant_app"], {}),
@@ -266,6 +297,11 @@ def server_commands(redis_url: str) -> dict[str, tuple[list[str], dict[str, str]
         "service-memory": (service, {"CACHE_URL": "memory://"}),
         "service-redis": (service, {"CACHE_URL": redis_url}),
     }
+    if database_url is not None:
+        replica = {REPLICA_URLS_VARIABLE: database_url}
+        commands["service-memory-replica"] = (service, {"CACHE_URL": "memory://", **replica})
+        commands["service-redis-replica"] = (service, {"CACHE_URL": redis_url, **replica})
+    return commands
 
 
 @asynccontextmanager
@@ -275,14 +311,17 @@ async def start_servers(
     """Every server on its own loopback port; all terminated on the way out."""
     async with AsyncExitStack() as stack:
         servers: dict[str, Server] = {}
-        for name, (command, own) in server_commands(redis_url).items():
+        for name, (command, own) in server_commands(redis_url, env["DATABASE_URL"]).items():
             port = free_port()
             if name.startswith("service"):
                 command = [*command, "--port", str(port)]
             else:
                 command = [*command[:-1], "--port", str(port), command[-1]]
+            replica = own.get(REPLICA_URLS_VARIABLE)
+            log = workdir / f"{name}.log"
+            named = database_name(replica) if replica else None
             servers[name] = await stack.enter_async_context(
-                _server(name, command, {**env, **own}, port, workdir / f"{name}.log")
+                _server(name, command, {**env, **own}, port, log, replica=named)
             )
         await asyncio.gather(*(_wait_until_up(server, env) for server in servers.values()))
         yield servers
@@ -290,7 +329,13 @@ async def start_servers(
 
 @asynccontextmanager
 async def _server(
-    name: str, command: list[str], env: dict[str, str], port: int, log: Path
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    *,
+    replica: str | None = None,
 ) -> AsyncIterator[Server]:
     descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -300,7 +345,7 @@ async def _server(
     finally:
         os.close(descriptor)
     try:
-        yield Server(name, f"http://127.0.0.1:{port}", process.pid, log, process)
+        yield Server(name, f"http://127.0.0.1:{port}", process.pid, log, process, replica)
     finally:
         if process.returncode is None:
             process.terminate()
@@ -332,9 +377,11 @@ async def check_same_data(
     servers: dict[str, Server], token: str, body: bytes
 ) -> tuple[bool, list[str]]:
     """The service and the database references must return the same users, groups, fields;
-    the cached and the floor endpoints the captured bytes."""
+    the cached and the floor endpoints the captured bytes, and so must every service server
+    asked uncached (a replica server's read made on its replica, as its metrics tell)."""
     headers = {"Authorization": f"Bearer {token}"}
     notes: list[str] = []
+    services = [name for name in servers if name.startswith("service")]
     async with httpx.AsyncClient(timeout=10.0, headers=headers) as client:
         service = await client.get(servers["service-memory"].base + PATH)
         expected = service.json()["data"]
@@ -342,14 +389,51 @@ async def check_same_data(
             data = (await client.get(servers[name].base + PATH)).json()["data"]
             if data != expected:
                 notes.append(f"WARNING: {name} does not return the service's data")
-        for name in ("constant", "redis-get", "service-memory", "service-redis"):
+        for name in ("constant", "redis-get", *services):
             for _ in range(2):  # the second one is a cache hit
                 response = await client.get(servers[name].base + PATH)
             if response.content != body:
                 notes.append(f"WARNING: {name} does not return the captured body")
             if name.startswith("service") and response.headers.get("x-cache") != "HIT":
                 notes.append(f"WARNING: {name} gave X-Cache {response.headers.get('x-cache')}")
+        for name in services:
+            server = servers[name]
+            before = await reads_served(client, server)
+            response = await client.get(server.base + PATH, headers=dict(NO_CACHE))
+            after = await reads_served(client, server)
+            if response.content != body:
+                notes.append(f"WARNING: {name} does not return the captured body uncached")
+            if before is not None and after is not None and after[0] <= before[0]:
+                notes.append(f"WARNING: {name}'s replica did not serve its uncached read")
     return not notes, notes
+
+
+READS = re.compile(r'^db_reads_total\{database="([^"]*)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+async def reads_served(client: httpx.AsyncClient, server: Server) -> tuple[int, int] | None:
+    """(reads its replica served, reads the primary served) so far, from the server's
+    /metrics; None for a server without a replica."""
+    if server.replica is None:
+        return None
+    response = await client.get(server.base + "/metrics")
+    if response.status_code != 200:
+        raise BenchError(f"{server.name}: GET /metrics answered {response.status_code}")
+    counts = {name: round(float(value)) for name, value in READS.findall(response.text)}
+    return counts.get(server.replica, 0), counts.get("primary", 0)
+
+
+def check_replica_served(phases: Sequence[Phase], warnings: Sequence[str]) -> None:
+    """A replica server whose replica served none of the reads measured nothing of what it
+    stands for: the run is refused."""
+    for name in sorted({p.endpoint for p in phases if p.reads is not None}):
+        reads = [p.reads for p in phases if p.endpoint == name and p.reads is not None]
+        if not sum(served for served, _ in reads):
+            primary = sum(on_primary for _, on_primary in reads)
+            raise BenchError(
+                f"{name}: its replica served none of the reads ({primary} on the primary)"
+                + "".join(f"\n{line}" for line in warnings)
+            )
 
 
 async def drive(
@@ -370,18 +454,23 @@ async def drive(
         await _load(
             tool, "warm-up", servers[server_name].base, headers, warmup_seconds, connections
         )
-    for number in range(1, rounds + 1):
-        shift = (number - 1) % len(ENDPOINTS)
-        for name, server_name, extra in ENDPOINTS[shift:] + ENDPOINTS[:shift]:
-            server = servers[server_name]
-            headers = (("Authorization", f"Bearer {token}"), *extra)
-            if settle_seconds > 0:
-                await _load(tool, "settle", server.base, headers, settle_seconds, connections)
-            cpu_before = _cpu_seconds(server.pid)
-            phase = await _load(tool, name, server.base, headers, seconds, connections, number)
-            cpu = _cpu_seconds(server.pid) - cpu_before
-            phases.append(Phase(name, number, phase[0], phase[1], phase[2], phase[3], phase[4],
-                                cpu))  # fmt: skip
+    async with httpx.AsyncClient(timeout=10.0) as metrics:
+        for number in range(1, rounds + 1):
+            shift = (number - 1) % len(ENDPOINTS)
+            for name, server_name, extra in ENDPOINTS[shift:] + ENDPOINTS[:shift]:
+                server = servers[server_name]
+                headers = (("Authorization", f"Bearer {token}"), *extra)
+                if settle_seconds > 0:
+                    await _load(tool, "settle", server.base, headers, settle_seconds, connections)
+                reads_before = await reads_served(metrics, server)
+                cpu_before = _cpu_seconds(server.pid)
+                phase = await _load(tool, name, server.base, headers, seconds, connections, number)
+                cpu = _cpu_seconds(server.pid) - cpu_before
+                reads_after = await reads_served(metrics, server)
+                reads = None
+                if reads_before is not None and reads_after is not None:
+                    reads = (reads_after[0] - reads_before[0], reads_after[1] - reads_before[1])
+                phases.append(Phase(name, number, *phase, cpu, reads))
     return phases
 
 
@@ -490,6 +579,8 @@ def summarize(phases: Sequence[Phase]) -> tuple[Summary, ...]:
     for name, _, _ in ENDPOINTS:
         mine = [p for p in phases if p.endpoint == name]
         requests = sum(p.requests for p in mine)
+        reads = [p.reads for p in mine if p.reads is not None]
+        by_replica = (sum(r for r, _ in reads), sum(q for _, q in reads)) if reads else None
         summaries.append(
             Summary(
                 endpoint=name,
@@ -498,6 +589,7 @@ def summarize(phases: Sequence[Phase]) -> tuple[Summary, ...]:
                 p99_ms=statistics.median(p.p99_ms for p in mine),
                 cpu_us=sum(p.cpu_seconds for p in mine) / requests * 1e6 if requests else math.nan,
                 errors=sum(p.errors for p in mine),
+                replica_reads=by_replica,
             )
         )
     return tuple(summaries)
@@ -637,6 +729,14 @@ def print_report(report: EndpointsReport) -> None:
             f"{s.endpoint} ({s.tail:.1f}x)" for s in tails)),
         markup=False,
     )  # fmt: skip
+    replicas = [s for s in report.summaries if s.replica_reads is not None]
+    if replicas:
+        console.print(
+            "reads served by the replica (db_reads_total over the recorded phases): "
+            + "; ".join(f"{s.endpoint} {s.replica_share:.1%} ({s.replica_reads[0]:,} of "
+                        f"{sum(s.replica_reads):,})" for s in replicas if s.replica_reads),
+            markup=False,
+        )  # fmt: skip
     console.print(", ".join(f"{k} {v}" for k, v in report.environment), markup=False)
     for line in report.warnings:
         console.print(line, markup=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
@@ -20,7 +19,13 @@ from service.cache.backend import (
     etag_of,
 )
 from service.cache.memory import MemoryBackend
-from service.cache.positions import Freshness, LocalPositions, Positions, RedisPositions
+from service.cache.positions import (
+    UNKNOWN,
+    Freshness,
+    LocalPositions,
+    Positions,
+    RedisPositions,
+)
 from service.cache.redis_backend import RedisBackend
 from service.errors import Unavailable
 from service.metrics import cache_outcome
@@ -81,7 +86,8 @@ class ResponseCache:
         try:
             versions, entry = looked_up or await self.backend.lookup(key, tables)
         except CacheUnavailable:
-            return await self.bypass(produce, tables)
+            # Redis is out of reach: what the tables need is unknown, so the primary serves.
+            return await self._produce_bypassing(produce, UNKNOWN if self.positions else ANYWHERE)
         if not refresh and entry is not None and entry.versions == versions:
             return self._count(Served(entry.body, entry.etag, Outcome.HIT))
         # Asked after the versions: a replica that has replayed this far holds at least
@@ -113,12 +119,17 @@ class ResponseCache:
         """Last thing before a write commits: the shared backend hears of it first, or the
         write is rolled back. Entries stored between this bump and the commit (by a reader
         that still saw the old rows) are outdated again by the bump after the commit."""
-        try:
-            if self.positions is not None:
+        if self.positions is not None:
+            try:
                 await self.positions.committing(tables)  # before the versions move
+            except CacheUnavailable:
+                raise _unreachable() from None
+        try:
             if self.backend.shared:  # one process: the bump after the commit is all it needs
                 await self.backend.bump(tables)
         except CacheUnavailable:
+            if self.positions is not None:
+                await self.positions.released(tables)  # the write is rolled back
             raise _unreachable() from None
 
     async def tables_changed(self, tables: frozenset[str], position: int = 0) -> None:
@@ -135,7 +146,9 @@ class ResponseCache:
 
     async def bypass(self, produce: Produce, tables: tuple[str, ...]) -> Served:
         """Straight to the database: the cache is off for this request."""
-        freshness = await self._freshness(tables)
+        return await self._produce_bypassing(produce, await self._freshness(tables))
+
+    async def _produce_bypassing(self, produce: Produce, freshness: Freshness) -> Served:
         body = await produce(required=freshness.route)
         return self._count(Served(body, etag_of(body), Outcome.BYPASS))
 
@@ -214,12 +227,9 @@ def make_backend(settings: Settings) -> CacheBackend:
 def make_positions(backend: CacheBackend, settings: Settings) -> Positions:
     """Where the tables' writes left the WAL, kept where the cache's versions are: shared
     through Redis, or this process's own."""
-    pending_seconds = math.ceil(settings.write_window_seconds)
+    pending_seconds = settings.write_window_seconds
     if isinstance(backend, RedisBackend):
         return RedisPositions(
-            backend.client,
-            prefix=settings.cache_prefix,
-            pending_seconds=pending_seconds,
-            reachable=lambda: backend.reachable,
+            backend, prefix=settings.cache_prefix, pending_seconds=pending_seconds
         )
     return LocalPositions(pending_seconds=pending_seconds)

@@ -10,15 +10,14 @@ mark expires, so no reader is ever routed by a position older than a committed w
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
 from service.cache.backend import CacheUnavailable
+from service.cache.redis_backend import RedisBackend
 from service.repository.replicas import PRIMARY_ONLY
 
 
@@ -50,6 +49,10 @@ class Positions(Protocol):
         (PRIMARY_ONLY: where the WAL ended is unknown; the mark is left to expire)."""
         ...
 
+    async def released(self, tables: frozenset[str]) -> None:
+        """The write was rolled back after `committing`: its mark goes (best effort)."""
+        ...
+
 
 class LocalPositions:
     """One process's own writes (CACHE_URL=memory:// or none: nothing is shared)."""
@@ -71,27 +74,42 @@ class LocalPositions:
         for table in tables:
             self._pending[table] = self._pending.get(table, 0) + 1
 
-    async def committed(self, tables: frozenset[str], position: int) -> None:
+    async def released(self, tables: frozenset[str]) -> None:
         for table in tables:
             self._pending[table] = max(0, self._pending.get(table, 0) - 1)
+
+    async def committed(self, tables: frozenset[str], position: int) -> None:
+        await self.released(tables)
+        for table in tables:
             if position >= PRIMARY_ONLY:
                 self._held_until[table] = time.monotonic() + self._pending_seconds
             else:
                 self._positions[table] = max(self._positions.get(table, 0), position)
 
 
-# KEYS: each table's position key then its pending key; ARGV[1]: the position (or -1).
-# Raises the position to at least ARGV[1], then takes one mark off pending (not below 0).
+# KEYS: each table's pending key; ARGV[1]: seconds the mark lasts. One atomic command (a
+# MULTI pipeline that times out would try to DISCARD on the dead connection).
+_MARK = """
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: each table's position key then its pending key; ARGV[1]: the position, or -1 to
+# take the mark off without publishing (a write rolled back). Raises each position to at
+# least ARGV[1], then takes one mark off pending (not below 0).
 _PUBLISH = """
 local half = #KEYS / 2
+local position = tonumber(ARGV[1])
 for i = 1, half do
-  local position = tonumber(ARGV[1])
   if position >= 0 then
     local known = tonumber(redis.call('GET', KEYS[i]) or '-1')
     if position > known then redis.call('SET', KEYS[i], position) end
-    local left = redis.call('DECR', KEYS[half + i])
-    if left <= 0 then redis.call('DEL', KEYS[half + i]) end
   end
+  local left = redis.call('DECR', KEYS[half + i])
+  if left <= 0 then redis.call('DEL', KEYS[half + i]) end
 end
 return 1
 """
@@ -100,19 +118,12 @@ return 1
 class RedisPositions:
     """Every instance's writes, in the Redis the cache shares: any instance can route."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str,
-        pending_seconds: float,
-        reachable: Callable[[], bool],
-    ) -> None:
-        self._client = client
-        self._reachable = reachable  # the cache's circuit: closed while Redis answers
+    def __init__(self, backend: RedisBackend, *, prefix: str, pending_seconds: float) -> None:
+        self._backend = backend
         self._prefix = prefix
-        self._pending_ttl = max(1, int(pending_seconds))
-        self._publish = client.register_script(_PUBLISH)
+        self._pending_ttl = max(1, math.ceil(pending_seconds))
+        self._mark = backend.script(_MARK)
+        self._publish = backend.script(_PUBLISH)
 
     def _keys(self, tables: tuple[str, ...] | frozenset[str]) -> tuple[list[str], list[str]]:
         ordered = sorted(tables)
@@ -121,34 +132,32 @@ class RedisPositions:
         return positions, pending
 
     async def freshness(self, tables: tuple[str, ...]) -> Freshness:
-        if not self._reachable():
-            return UNKNOWN
         positions, pending = self._keys(tables)
         try:
-            values = await self._client.mget([*positions, *pending])
-        except (RedisError, OSError, TimeoutError):
+            values = await self._backend.call(lambda client: client.mget([*positions, *pending]))
+        except CacheUnavailable:
             return UNKNOWN  # the primary serves it, uncached
         half = len(positions)
         required = max((int(v) for v in values[:half] if v is not None), default=0)
         return Freshness(required, any(int(v) > 0 for v in values[half:] if v is not None))
 
     async def committing(self, tables: frozenset[str]) -> None:
-        if not self._reachable():
-            raise CacheUnavailable("the redis circuit is open")
         _, pending = self._keys(tables)
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                for key in pending:
-                    pipe.incr(key)
-                    pipe.expire(key, self._pending_ttl)
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+        # CacheUnavailable: the write must not go on.
+        await self._backend.call(lambda _client: self._mark(keys=pending, args=[self._pending_ttl]))
 
     async def committed(self, tables: frozenset[str], position: int) -> None:
-        positions, pending = self._keys(tables)
-        published = -1 if position >= PRIMARY_ONLY else position
-        try:
-            await self._publish(keys=[*positions, *pending], args=[published])
-        except (RedisError, OSError, TimeoutError):
+        if position >= PRIMARY_ONLY:
             return  # the marks stay until they expire: reads of these tables use the primary
+        await self._take_off(tables, position)
+
+    async def released(self, tables: frozenset[str]) -> None:
+        await self._take_off(tables, -1)
+
+    async def _take_off(self, tables: frozenset[str], position: int) -> None:
+        positions, pending = self._keys(tables)
+        with contextlib.suppress(CacheUnavailable):
+            # Lost, the marks stay until they expire: reads of these tables use the primary.
+            await self._backend.call(
+                lambda _client: self._publish(keys=[*positions, *pending], args=[position])
+            )

@@ -12,6 +12,7 @@ from typing import TypeVar
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from service.cache.backend import CacheUnavailable, Entry, Versions
@@ -72,10 +73,15 @@ class RedisBackend:
     def reachable(self) -> bool:
         return self.circuit.closed
 
-    @property
-    def client(self) -> redis.Redis:
-        """The client, for what else lives beside the cache (service/cache/positions.py)."""
-        return self._client
+    async def call(self, operation: Callable[[redis.Redis], Awaitable[T]]) -> T:
+        """`operation` on the client, for what else lives beside the cache (positions): timed
+        out, counted towards the circuit like the cache's own calls; CacheUnavailable while
+        the circuit is open or when it fails."""
+        self._ready()
+        return await self._call(lambda: operation(self._client))
+
+    def script(self, source: str) -> AsyncScript:
+        return self._client.register_script(source)
 
     def _version_key(self, table: str) -> str:
         return f"{self._prefix}:v:{table}"
