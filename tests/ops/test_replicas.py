@@ -33,6 +33,7 @@ from service.db import database_name
 from tests.conftest import TOKEN, app_of, make_test_settings
 from tests.ops.conftest import migrate_and_seed
 from tests.ops.replication import StreamingPair, streaming_pair
+from tests.ops.servers import pgbouncer
 from tests.proof.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -389,3 +390,49 @@ async def test_random_writes_and_reads_across_instances_with_random_lag_are_neve
     await asyncio.to_thread(run_state_machine_as_test, machine, settings=config)
     # The replica served some of it: the test did not just read the primary throughout.
     assert reads_on(database_name(pair.replica.url(DATABASE))) > before
+
+
+async def test_pgbouncer_in_transaction_mode_before_the_primary_and_the_replica(
+    pair: StreamingPair, cache_prefix: str
+) -> None:
+    """PGBOUNCER=true, one PgBouncer (transaction mode) in front of each server: the polls,
+    the routed reads, the writes and their WAL positions all work through it."""
+    await pair.wait_caught_up()
+    with (
+        pgbouncer(DATABASE, upstream_port=pair.primary.port) as primary,
+        pgbouncer(DATABASE, upstream_port=pair.replica.port) as replica,
+    ):
+        settings = make_test_settings(
+            primary.url(DATABASE),
+            database_replica_urls=(replica.url(DATABASE),),
+            pgbouncer=True,
+            cache_url=REDIS_URL,
+            cache_prefix=f"{cache_prefix}_bouncer",
+            replica_poll_seconds=0.05,
+        )
+        app = create_app(settings)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
+            instance = Instance(app, client)
+            await replica_serving([instance])
+            name = database_name(replica.url(DATABASE))
+            before = reads_on(name)
+            for _ in range(5):
+                response = await client.get("/users?fields=id&include=groups", headers=NO_CACHE)
+                assert response.status_code == 200, response.text
+            assert reads_on(name) == before + 5
+            await pair.pause_replay()
+            try:
+                patched = await client.patch(
+                    "/users/4?fields=display_name", json={"display_name": "bounced"}, headers=AUTH
+                )
+                assert patched.status_code == 200, patched.text
+                read = await client.get("/users/4?fields=display_name", headers=NO_CACHE)
+                assert read.json()["data"] == {"display_name": "bounced"}
+            finally:
+                await pair.resume_replay()
+            ready = (await client.get("/readyz")).json()
+            assert ready["databases"][name]["state"] == "up"
