@@ -67,8 +67,8 @@ def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngin
         connect_args["server_settings"] = {"statement_timeout": str(settings.statement_timeout_ms)}
     engine = create_async_engine(
         replica or settings.database_url,
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
+        pool_size=_or(settings.replica_pool_size, settings.pool_size, replica),
+        max_overflow=_or(settings.replica_max_overflow, settings.max_overflow, replica),
         pool_timeout=settings.pool_timeout,
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping and settings.pool_ping_idle_seconds == 0,
@@ -88,6 +88,11 @@ def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngin
     else:
         _watch_replica_pool(engine.sync_engine, database_name(replica))
     return engine
+
+
+def _or(replica_value: int | None, value: int, replica: str | None) -> int:
+    """A replica's own pool setting when it has one, else the primary's."""
+    return replica_value if replica is not None and replica_value is not None else value
 
 
 def _ping_when_idle(engine: Engine, *, idle_seconds: float) -> None:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # How often each database's WAL position is polled, how long a poll may take before the
     # database counts as down, and how far (bytes of WAL) a replica may trail the primary
     # before it is skipped for every read.
+    # Each replica's pool, per process (unset: POOL_SIZE and MAX_OVERFLOW, like the primary's).
+    replica_pool_size: int | None = Field(default=None, ge=1)
+    replica_max_overflow: int | None = Field(default=None, ge=0)
     replica_poll_seconds: float = Field(default=0.1, gt=0)
     replica_timeout_seconds: float = Field(default=0.5, gt=0)
     replica_max_lag_bytes: int = Field(default=64 * 1024 * 1024, ge=0)

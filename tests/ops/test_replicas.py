@@ -436,3 +436,18 @@ async def test_pgbouncer_in_transaction_mode_before_the_primary_and_the_replica(
                 await pair.resume_replay()
             ready = (await client.get("/readyz")).json()
             assert ready["databases"][name]["state"] == "up"
+
+
+def test_each_replica_has_a_pool_of_its_own_size() -> None:
+    settings = make_test_settings(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/primary",
+        database_replica_urls=("postgresql+asyncpg://postgres@127.0.0.1:5432/replica",),
+        pool_size=7,
+        replica_pool_size=3,
+        replica_max_overflow=2,
+    )
+    db = create_app(settings).state.services.db
+    assert db.engine.pool.size() == 7
+    (replica,) = db.replicas.replicas
+    assert (replica.engine.pool.size(), replica.engine.pool._max_overflow) == (3, 2)
+    assert replica.name == "127.0.0.1:5432/replica"
