@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
@@ -43,7 +42,6 @@ class Replica:
     engine: AsyncEngine
     up: bool = False  # answered the last poll (a replica starts skipped until it does)
     replayed: int = -1  # WAL bytes replayed at the last poll
-    polled_at: float = 0.0  # monotonic time of the last answer
     lag_bytes: int = 0  # behind the primary's WAL end at the last poll of both
     # While behind: how long ago the last transaction it replayed committed (else 0).
     lag_seconds: float = 0.0
@@ -90,9 +88,7 @@ class Replicas:
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self.max_lag_bytes = max_lag_bytes
-        self.primary_up: bool | None = None  # None: not polled yet
-        self.primary_written = 0
-        self.primary_failure: str | None = None
+        self.primary_written = 0  # where the primary's WAL ended at its last answer
         self._task: asyncio.Task[None] | None = None
 
     def choose(self, required: int) -> Replica | None:
@@ -136,12 +132,9 @@ class Replicas:
             await asyncio.sleep(self.poll_seconds)
 
     async def _poll_primary(self) -> None:
-        try:
+        # A primary that does not answer takes no writes: its last position still holds.
+        with contextlib.suppress(Exception):
             self.primary_written = await self._position(self.primary, WRITTEN)
-        except Exception as exc:  # whatever the driver raises for a database that is gone
-            self.primary_up, self.primary_failure = False, type(exc).__name__
-            return
-        self.primary_up, self.primary_failure = True, None
 
     async def _poll(self, replica: Replica) -> None:
         try:
@@ -158,7 +151,7 @@ class Replicas:
             logger.info("replica %s serves reads (replayed to %d)", replica.name, replayed)
             REPLICA_UP.labels(replica.name).set(1)
         replica.up, replica.failure = True, None
-        replica.replayed, replica.polled_at = replayed, time.monotonic()
+        replica.replayed = replayed
 
     async def _position(self, engine: AsyncEngine, statement: TextClause) -> int:
         async with asyncio.timeout(self.timeout_seconds), engine.connect() as connection:
