@@ -86,8 +86,10 @@ class ResponseCache:
         try:
             versions, entry = looked_up or await self.backend.lookup(key, tables)
         except CacheUnavailable:
+            if self.positions is None or not self.backend.shared:
+                return await self.bypass(produce, tables)  # caching off; positions in process
             # Redis is out of reach: what the tables need is unknown, so the primary serves.
-            return await self._produce_bypassing(produce, UNKNOWN if self.positions else ANYWHERE)
+            return await self._produce_bypassing(produce, UNKNOWN)
         if not refresh and entry is not None and entry.versions == versions:
             return self._count(Served(entry.body, entry.etag, Outcome.HIT))
         # Asked after the versions: a replica that has replayed this far holds at least

@@ -451,3 +451,42 @@ def test_each_replica_has_a_pool_of_its_own_size() -> None:
     (replica,) = db.replicas.replicas
     assert (replica.engine.pool.size(), replica.engine.pool._max_overflow) == (3, 2)
     assert replica.name == "127.0.0.1:5432/replica"
+
+
+@pytest.mark.parametrize("cache_url", ["memory://", "none"])
+async def test_one_process_routes_by_its_own_writes_without_redis(
+    pair: StreamingPair, cache_url: str
+) -> None:
+    """CACHE_URL=memory:// or none: the positions live in the process, and its own writes
+    are read back fresh while the replica lags; other tables still use the replica."""
+    settings = make_test_settings(
+        pair.primary.url(DATABASE),
+        database_replica_urls=(pair.replica.url(DATABASE),),
+        cache_url=cache_url,
+        replica_poll_seconds=0.05,
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        await replica_serving([Instance(app, client)])
+        replica = database_name(pair.replica.url(DATABASE))
+        path = "/users/8?fields=display_name"
+        assert (await client.get(path)).status_code == 200  # cached (memory://) before
+        await pair.pause_replay()
+        try:
+            value = f"local {uuid.uuid4().hex[:6]}"
+            patched = await client.patch(path, json={"display_name": value}, headers=AUTH)
+            assert patched.status_code == 200, patched.text
+            for headers in ({}, NO_CACHE):
+                assert (await client.get(path, headers=headers)).json()["data"] == {
+                    "display_name": value
+                }
+            before = reads_on(replica)
+            untouched = await client.get("/permissions?fields=name", headers=NO_CACHE)
+            assert untouched.status_code == 200
+            assert reads_on(replica) == before + 1
+        finally:
+            await pair.resume_replay()
