@@ -14,14 +14,22 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 
 from service.bench import reference
-from service.bench.common import capture_body, throwaway_database
+from service.bench.common import BenchError, capture_body, throwaway_database
 from service.bench.embedded import CASES, PLAIN_HAND, SERVICE_COUNTED, SERVICE_TOP, run_embedded
 from service.bench.endpoints import (
     ENDPOINTS,
     PATH,
+    REDIS_UNCACHED,
+    REDIS_UNCACHED_REPLICA,
+    UNCACHED,
+    UNCACHED_REPLICA,
+    Phase,
+    Server,
+    check_replica_served,
     forget_keys,
     parse_wrk,
     prepare_endpoints_database,
+    reads_served,
     run_endpoints,
 )
 from service.bench.loading import STRATEGIES, run_loading
@@ -132,8 +140,17 @@ async def test_endpoints_runs_every_server_and_checks_their_data() -> None:
     assert report.same_data, report.warnings
     assert [s.endpoint for s in report.summaries] == [name for name, _, _ in ENDPOINTS]
     assert all(s.rate > 0 and s.errors == 0 for s in report.summaries)
-    assert len(report.ratios) == 4
+    assert len(report.ratios) == 6
     assert 15_000 < report.body_bytes < 30_000
+    # The replica servers' reads were counted, and the replica (the primary itself, caught
+    # up by definition) served them (run_endpoints refuses a run where it served none).
+    shares = {s.endpoint: s.replica_share for s in report.summaries if s.replica_reads}
+    assert set(shares) == {UNCACHED_REPLICA, REDIS_UNCACHED_REPLICA}
+    assert all(share > 0.5 for share in shares.values())
+    assert [(r.numerator, r.denominator) for r in report.ratios[4:]] == [
+        (UNCACHED_REPLICA, UNCACHED),
+        (REDIS_UNCACHED_REPLICA, REDIS_UNCACHED),
+    ]
     # Without wrk the fast endpoints are measured at the Python client's limit: said so.
     warned = any("without wrk" in line for line in report.warnings)
     assert warned == (report.tool != "wrk")
@@ -182,6 +199,34 @@ async def test_embedded_times_every_way_after_they_agree() -> None:
     assert report.timing(SERVICE_TOP).reads.statements == 2
     assert all(t.median_ms > 0 and t.reads.buffers > 0 for t in report.timings)
     assert report.ratio(PLAIN_HAND, PLAIN_HAND) == 1.0
+
+
+async def test_reads_served_come_from_the_servers_metrics() -> None:
+    metrics = (
+        "# TYPE db_reads_total counter\n"
+        'db_reads_total{database="primary"} 3.0\n'
+        'db_reads_total{database="127.0.0.1:5432/bench"} 1234.0\n'
+        'db_reads_created{database="127.0.0.1:5432/bench"} 1.7e+09\n'
+    )
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text=metrics))
+
+    def server(replica: str | None) -> Server:
+        process = None  # reads_served only asks the server's URL
+        return Server("s", "http://s", 0, Path("s.log"), process, replica)  # type: ignore[arg-type]
+
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert await reads_served(client, server("127.0.0.1:5432/bench")) == (1234, 3)
+        assert await reads_served(client, server(None)) is None
+
+
+def test_a_run_whose_replica_served_nothing_is_refused() -> None:
+    def phase(round_: int, reads: tuple[int, int] | None) -> Phase:
+        return Phase(UNCACHED_REPLICA, round_, 100, 1.0, 1.0, 2.0, 0, 0.1, reads)
+
+    check_replica_served([phase(1, (0, 90)), phase(2, (1, 90))], [])
+    check_replica_served([phase(1, None)], [])  # a server without a replica
+    with pytest.raises(BenchError, match="served none of the reads \\(180 on the primary\\)"):
+        check_replica_served([phase(1, (0, 90)), phase(2, (0, 90))], [])
 
 
 def test_parse_wrk_reads_rate_latency_and_errors() -> None:
