@@ -51,7 +51,7 @@ def make_services(settings: Settings) -> Services:
     """Engine and friends; nothing connects until the first request needs the database."""
     registry = registry_of(load_base(settings.models))
     engine = make_engine(settings)
-    replicas = make_replicas(engine, settings)
+    replicas = make_replicas(settings)
     db = Database(
         engine,
         make_sessionmaker(engine),
@@ -133,8 +133,6 @@ def create_app(settings: Settings) -> ServiceApp:
         await services.cache.close()
         if replicas is not None:
             await replicas.stop()
-            for replica in replicas.replicas:
-                await replica.engine.dispose()
         await services.db.engine.dispose()
 
     app = ServiceApp(

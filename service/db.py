@@ -49,9 +49,12 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngine:
+def make_engine(
+    settings: Settings, *, replica: str | None = None, poll: bool = False
+) -> AsyncEngine:
     """An async engine with its pool sized by the settings; SQLite tuned for concurrency.
-    `replica`: the URL of a streaming replica to connect to instead of the primary's."""
+    `replica`: the URL of a streaming replica to connect to instead of the primary's;
+    `poll`: one connection for the replica poll alone, uncounted and unwatched."""
     connect_args: dict[str, Any] = {}
     if settings.is_sqlite:
         connect_args["timeout"] = settings.sqlite_busy_timeout_ms / 1000
@@ -65,10 +68,14 @@ def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngin
         # A direct connection is ours alone: set the timeout once, when it opens. (Behind
         # PgBouncer it is SET LOCAL in every transaction instead, below.)
         connect_args["server_settings"] = {"statement_timeout": str(settings.statement_timeout_ms)}
+    pool_size = _or(settings.replica_pool_size, settings.pool_size, replica)
+    max_overflow = _or(settings.replica_max_overflow, settings.max_overflow, replica)
+    if poll:
+        pool_size, max_overflow = 1, 0
     engine = create_async_engine(
         replica or settings.database_url,
-        pool_size=_or(settings.replica_pool_size, settings.pool_size, replica),
-        max_overflow=_or(settings.replica_max_overflow, settings.max_overflow, replica),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=settings.pool_timeout,
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping and settings.pool_ping_idle_seconds == 0,
@@ -82,6 +89,8 @@ def make_engine(settings: Settings, *, replica: str | None = None) -> AsyncEngin
         _limit_statements(engine.sync_engine, timeout_ms=settings.statement_timeout_ms)
     if settings.pool_pre_ping and settings.pool_ping_idle_seconds > 0:
         _ping_when_idle(engine.sync_engine, idle_seconds=settings.pool_ping_idle_seconds)
+    if poll:
+        return engine
     count_statements(engine.sync_engine)
     if replica is None:
         _watch_pool(engine.sync_engine)

@@ -40,6 +40,8 @@ class Replica:
 
     name: str
     engine: AsyncEngine
+    poll_engine: AsyncEngine  # one connection of its own: polls never queue behind reads
+    connections: int = 0  # the pool's size plus overflow
     up: bool = False  # answered the last poll (a replica starts skipped until it does)
     replayed: int = -1  # WAL bytes replayed at the last poll
     lag_bytes: int = 0  # behind the primary's WAL end at the last poll of both
@@ -106,11 +108,16 @@ class Replicas:
             self._task = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def stop(self) -> None:
+        """The poll ends, and every engine of the replicas and of the poll is closed."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for engine in (self.primary, *(r.engine for r in self.replicas)):
+            await engine.dispose()
+        for replica in self.replicas:
+            await replica.poll_engine.dispose()
 
     async def poll(self) -> None:
         """Every database's WAL position at once; a database that does not answer in time
@@ -140,7 +147,7 @@ class Replicas:
         try:
             async with (
                 asyncio.timeout(self.timeout_seconds),
-                replica.engine.connect() as connection,
+                replica.poll_engine.connect() as connection,
             ):
                 row = (await connection.execute(REPLAYED)).one()
         except Exception as exc:  # whatever the driver raises for a database that is gone
@@ -148,6 +155,8 @@ class Replicas:
             return
         replayed, replica.replayed_commit_age = int(row[0] or 0), float(row[1] or 0.0)
         if not replica.up:
+            # Back (or new): connections its pool kept from before an outage are dead.
+            await replica.engine.dispose()
             logger.info("replica %s serves reads (replayed to %d)", replica.name, replayed)
             REPLICA_UP.labels(replica.name).set(1)
         replica.up, replica.failure = True, None
@@ -183,17 +192,23 @@ def check_replica_settings(settings: Settings) -> None:
         )
 
 
-def make_replicas(primary: AsyncEngine, settings: Settings) -> Replicas | None:
+def make_replicas(settings: Settings) -> Replicas | None:
     """The replicas DATABASE_REPLICA_URLS names, each with a pool sized like the primary's."""
     check_replica_settings(settings)
     if not settings.database_replica_urls:
         return None
     replicas = [
-        Replica(database_name(url), make_engine(settings, replica=url))
+        Replica(
+            database_name(url),
+            make_engine(settings, replica=url),
+            make_engine(settings, replica=url, poll=True),
+            connections=(settings.replica_pool_size or settings.pool_size)
+            + (settings.replica_max_overflow or settings.max_overflow),
+        )
         for url in settings.database_replica_urls
     ]
     return Replicas(
-        primary,
+        make_engine(settings, poll=True),
         replicas,
         poll_seconds=settings.replica_poll_seconds,
         timeout_seconds=settings.replica_timeout_seconds,
