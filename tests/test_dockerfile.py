@@ -173,16 +173,19 @@ def test_compose_replica_streams_from_the_primary_with_the_stock_image(
     for key in ("REPLICATION_USER", "REPLICATION_PASSWORD", "REPLICATION_SLOT"):
         assert primary["environment"][key] == replica["environment"][key]
     assert replica["environment"]["PRIMARY_HOST"] == "postgres"
-    mounts = {
-        volume.split(":")[1]: ROOT / volume.split(":")[0]
-        for volume in primary["volumes"] + replica["volumes"]
-        if volume.startswith("./")
+    # The scripts are inline configs (the project's top level holds no compose/ directory).
+    mounted = {
+        config["target"]: compose["configs"][config["source"]]["content"]
+        for config in primary["configs"] + replica["configs"]
     }
-    init = mounts["/docker-entrypoint-initdb.d/10-replication.sh"]
-    entrypoint = mounts[replica["entrypoint"][-1]]
-    assert "host replication" in init.read_text()
-    assert "pg_basebackup" in entrypoint.read_text()
-    assert "--write-recovery-conf" in entrypoint.read_text()
+    init = mounted["/docker-entrypoint-initdb.d/10-replication.sh"]
+    entrypoint = mounted[replica["entrypoint"][-1]]
+    assert "host replication" in init
+    assert "pg_basebackup" in entrypoint
+    assert "--write-recovery-conf" in entrypoint
+    # Compose interpolates `$`: every shell `$` is written `$$`, so none is left single.
+    for script in (init, entrypoint):
+        assert re.search(r"(?<!\$)\$(?!\$)", script) is None, script
     assert {"postgres-data", "replica-data"} <= set(compose["volumes"])
 
 
