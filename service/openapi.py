@@ -445,8 +445,19 @@ def body_schemas(registry: Registry) -> dict[str, Schema]:
         for partial in (False, True):
             model = body_model(resource, partial=partial)
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas[model.__name__] = _refuse_nul(schema)
+            schemas[model.__name__] = _without_null_defaults(_refuse_nul(schema))
     return schemas
+
+
+def _without_null_defaults(schema: Schema) -> Schema:
+    """An optional body field has no default to show: left out, it is not written (PATCH) or
+    takes the column's own default (POST). pydantic's `default: null` would be a value some
+    of these fields refuse (a list, a name), and a form prefilled from it fails."""
+    properties = {
+        name: {key: value for key, value in field.items() if (key, value) != ("default", None)}
+        for name, field in schema.get("properties", {}).items()
+    }
+    return {**schema, "properties": properties} if properties else schema
 
 
 def _refuse_nul(schema: Schema) -> Schema:
