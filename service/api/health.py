@@ -29,6 +29,7 @@ def _status(value: str) -> dict[str, object]:
 
 @router.get(
     "/healthz",
+    operation_id="healthz",
     summary="The process is up",
     response_class=Response,
     responses={
@@ -63,6 +64,7 @@ _READY = {
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     summary="A database answers",
     description="200 while the primary or a replica answers, else 503; the body tells each "
     "database's state (replicas: how far they have replayed and trail the primary).",
@@ -119,6 +121,7 @@ async def _answers(services: Services) -> bool:
 
 @router.get(
     "/metrics",
+    operation_id="metrics",
     summary="Prometheus metrics",
     response_class=Response,
     responses={

@@ -55,7 +55,10 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             ),
             **problem_responses(*READ_ERRORS),
         },
-        openapi_extra={"parameters": list_parameters(resource, settings)},
+        openapi_extra={
+            "parameters": list_parameters(resource, settings),
+            "security": read_security(settings),
+        },
         operation_id=f"list_{resource.name}",
     )
     router.add_api_route(
@@ -73,7 +76,8 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={
-            "parameters": [id_parameter(resource), *shape_parameters(resource, settings)]
+            "parameters": [id_parameter(resource), *shape_parameters(resource, settings)],
+            "security": read_security(settings),
         },
         operation_id=f"get_{resource.name}",
     )
@@ -101,6 +105,16 @@ def _add_sub_collection(
             ),
             **problem_responses(*READ_ERRORS, 404),
         },
-        openapi_extra={"parameters": [id_parameter(parent), *list_parameters(target, settings)]},
+        openapi_extra={
+            "parameters": [id_parameter(parent), *list_parameters(target, settings)],
+            "security": read_security(settings),
+        },
         operation_id=f"list_{parent.name}_{join.name}",
     )
+
+
+def read_security(settings: Settings) -> list[dict[str, list[str]]]:
+    """Reads take a bearer token when one is given (private attributes need it), so the docs
+    page and generated clients send it; none is needed unless READ_REQUIRES_TOKEN is set."""
+    bearer: dict[str, list[str]] = {"bearer": []}
+    return [bearer] if settings.read_requires_token else [{}, bearer]

@@ -7,6 +7,9 @@ import re
 import httpx
 import pytest
 
+from service.app import create_app
+from tests.conftest import make_test_settings
+
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 async def test_docs_page_has_no_external_url_and_its_assets_are_served(
@@ -55,3 +58,12 @@ async def test_openapi_lists_attribute_and_include_names(client: httpx.AsyncClie
     assert parameters["limit[groups.users]"]["schema"]["maximum"] == 500
     sub = spec["paths"]["/groups/{id}/permissions"]["get"]
     assert "fields[groups]" in {p["name"] for p in sub["parameters"]}  # the target's parameters
+
+
+async def test_reads_declare_the_token_required_when_reads_need_one(
+    database_url: str,
+) -> None:
+    app = create_app(make_test_settings(database_url, read_requires_token=True))
+    operation = app.openapi()["paths"]["/users"]["get"]
+    assert operation["security"] == [{"bearer": []}]
+    await app.state.services.db.engine.dispose()

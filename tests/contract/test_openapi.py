@@ -3,6 +3,7 @@ schemas, enum values (SPEC: Your own models "every promise ... the OpenAPI docum
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -183,3 +184,25 @@ async def test_the_document_is_valid_openapi_3_1_with_no_null_default_in_bodies(
         if name.endswith(("Create", "Update")):
             for field, property_schema in component["properties"].items():
                 assert "default" not in property_schema, (name, field)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+async def test_operations_have_plain_ids_and_reads_take_an_optional_token(
+    reader: ReadSide, document: Document, schema: Schema
+) -> None:
+    """Generated clients name methods after operationIds (no `healthz_healthz_get`); the
+    docs page sends the token it was given on reads too, so private fields work from it."""
+    ids = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            ids.append(operation["operationId"])
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", operation["operationId"]), operation
+            assert not operation["operationId"].endswith(f"_{method}"), operation
+            if path.split("/")[1] not in reader.registry:
+                continue
+            security = operation.get("security")
+            if method == "get":
+                assert security == [{}, {"bearer": []}], (path, security)
+            else:
+                assert security == [{"bearer": []}], (path, method, security)
+    assert len(ids) == len(set(ids))
