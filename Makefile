@@ -4,9 +4,10 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# What the test suite runs for itself: throwaway PgBouncer and Redis servers, and wrk (the
-# benchmarks' load generator, which the bench suites' tests drive).
-TEST_SERVERS := pgbouncer redis-server wrk
+# What the test suite runs for itself: throwaway PgBouncer and Redis servers, wrk (the
+# benchmarks' load generator, which the bench suites' tests drive), and Debian's chromium (the
+# docs pages' browser test drives it through Playwright; no browser is downloaded).
+TEST_SERVERS := pgbouncer redis-server wrk chromium
 
 .PHONY: install run test lint test-servers
 
