@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from service.examples import create_example, update_example
 from service.query.params import OPERATORS, Path
 from service.schema import Attribute, Join, Registry, Resource
 from service.settings import Settings
@@ -496,7 +497,15 @@ def create_body(resource: Resource, settings: Settings) -> Schema:
                             "maxItems": settings.max_batch,
                         },
                     ]
-                }
+                },
+                "examples": {
+                    "one": {"summary": "One row", "value": create_example(resource)},
+                    "batch": {
+                        "summary": "A batch, created all or nothing",
+                        # Other values than the single row's: both may be tried in turn.
+                        "value": [create_example(resource, 2), create_example(resource, 3)],
+                    },
+                },
             }
         },
     }
@@ -504,7 +513,11 @@ def create_body(resource: Resource, settings: Settings) -> Schema:
 
 def update_body(resource: Resource) -> Schema:
     ref = {"$ref": f"#/components/schemas/{item_schema_name(resource)}Update"}
-    return {"required": True, "content": {"application/json": {"schema": ref}}}
+    example = {"summary": "Change one attribute", "value": update_example(resource)}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": ref, "examples": {"one": example}}},
+    }
 
 
 def created_response(resource: Resource) -> dict[int | str, Schema]:
