@@ -62,13 +62,14 @@ async def pair() -> AsyncIterator[StreamingPair]:
 
 @pytest.fixture(scope="module")
 def cache_prefix() -> Iterator[str]:
-    """A Redis key prefix of this module's own; its keys are deleted at the end."""
+    """A Redis key prefix of this module's own (tests add suffixes to it); every key under
+    it is deleted at the end."""
     prefix = f"svc_replicas_{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
     try:
         yield prefix
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
         if keys:
             client.delete(*keys)
         client.close()
