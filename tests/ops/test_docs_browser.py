@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.async_api import ConsoleMessage, Route, async_playwright
+from playwright.async_api import ConsoleMessage, Locator, Page, Route, async_playwright
 
+from tests.conftest import TOKEN
 from tests.ops.servers import serve
 
 pytestmark = pytest.mark.slow
@@ -18,9 +19,15 @@ CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
 
 
 async def test_docs_and_redoc_render_offline_and_ask_no_other_origin(tmp_path: Path) -> None:
+    """Both pages render the document offline; then, on /docs, Authorize with a token and
+    Try it out: a GET of private fields with an include, and the example POST body."""
     if not CHROMIUM_INSTALLED:
         pytest.fail("chromium is not installed (Debian: apt-get install -y chromium)")
-    settings = {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}", "cache_url": "none"}
+    settings = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}",
+        "cache_url": "none",
+        "api_tokens": TOKEN,
+    }
     with serve(settings, log_dir=tmp_path, name="docs") as served:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
@@ -55,7 +62,47 @@ async def test_docs_and_redoc_render_offline_and_ask_no_other_origin(tmp_path: P
                     body = await page.locator("body").inner_text()
                     for operation in ("/users", "/groups", "/permissions"):
                         assert operation in body, (path, operation)
+                await page.goto(served.url + "/docs", wait_until="networkidle")
+                await authorize(page, TOKEN)
+                listed = await try_it_out(
+                    page,
+                    "list_users",
+                    {"fields": "id,email_address", "include": "groups", "fields[groups]": "name"},
+                )
+                assert await status_of(listed) == "200"
+                assert "@example.com" in await body_of(listed)  # private: the token was sent
+                created = await try_it_out(page, "create_users", {})  # the example body
+                assert await status_of(created) == "201", await body_of(created)
+                await page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
             finally:
                 await browser.close()
     assert outside == []
     assert errors == []
+
+
+async def authorize(page: Page, token: str) -> None:
+    await page.click("button.authorize")
+    await page.fill(".modal-ux input", token)
+    await page.click(".modal-ux button.authorize")
+    await page.click(".modal-ux button.btn-done")
+
+
+async def try_it_out(page: Page, operation_id: str, parameters: dict[str, str]) -> Locator:
+    """Open the operation, fill its parameters, execute; the operation's block."""
+    block = page.locator(f"#operations-{operation_id.split('_', 1)[1]}-{operation_id}")
+    await block.locator(".opblock-summary").click()
+    await block.locator("button.try-out__btn").click()
+    for name, value in parameters.items():
+        await block.locator(f'tr[data-param-name="{name}"] input').fill(value)
+    await block.locator("button.execute").click()
+    await block.locator(".live-responses-table tbody .response-col_status").first.wait_for()
+    return block
+
+
+async def status_of(block: Locator) -> str:
+    cell = block.locator(".live-responses-table tbody .response-col_status").first
+    return (await cell.inner_text()).strip()
+
+
+async def body_of(block: Locator) -> str:
+    return await block.locator(".live-responses-table .microlight").first.inner_text()
