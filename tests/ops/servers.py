@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from service.settings import Settings
 
@@ -353,3 +354,25 @@ def pgbouncer(database: str, *, upstream_port: int = 5432, pool_size: int = 5) -
     finally:
         stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def redis_prefix(name: str) -> Iterator[str]:
+    """A Redis key prefix of the caller's own (`name_<random>`, which a test may extend);
+    every key under it is deleted at the end. No Redis is a failure, never a skip."""
+    prefix = f"{name}_{os.urandom(6).hex()}"
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        pytest.fail(f"these tests need Redis at {REDIS_URL}: {error}")
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        client.close()

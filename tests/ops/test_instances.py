@@ -6,38 +6,24 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import TOKEN
 from tests.ops.conftest import metric_value, serve_settings
-from tests.ops.servers import serve
+from tests.ops.servers import REDIS_URL, redis_prefix, serve
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
 def cache_prefix() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted at the end."""
-    prefix = f"svc_ops_{uuid.uuid4().hex[:12]}"
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        pytest.fail(f"these tests need Redis at {REDIS_URL}: {error}")
-    try:
+    with redis_prefix("svc_ops") as prefix:
         yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ from typing import TypeVar
 
 import httpx
 import pytest
-import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,13 +32,12 @@ from service.db import database_name
 from tests.conftest import TOKEN, app_of, make_test_settings
 from tests.ops.conftest import migrate_and_seed
 from tests.ops.replication import StreamingPair, streaming_pair
-from tests.ops.servers import pgbouncer
+from tests.ops.servers import REDIS_URL, pgbouncer, redis_prefix
 from tests.proof.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DATABASE = "svc_replicas"
 NO_CACHE = {"Cache-Control": "no-cache"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,17 +60,9 @@ async def pair() -> AsyncIterator[StreamingPair]:
 
 @pytest.fixture(scope="module")
 def cache_prefix() -> Iterator[str]:
-    """A Redis key prefix of this module's own (tests add suffixes to it); every key under
-    it is deleted at the end."""
-    prefix = f"svc_replicas_{uuid.uuid4().hex[:12]}"
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
+    """A Redis key prefix of this module's own; its keys are deleted at the end."""
+    with redis_prefix("svc_replicas") as prefix:
         yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.fixture(scope="module")

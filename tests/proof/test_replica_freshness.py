@@ -38,15 +38,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from service.db import database_name
 from tests.conftest import TOKEN
 from tests.ops.conftest import metric_value, migrate_and_seed, serve_settings
 from tests.ops.replication import StreamingPair, streaming_pair
-from tests.ops.servers import Served, serve, serve_env
+from tests.ops.servers import REDIS_URL, Served, redis_prefix, serve, serve_env
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DATABASE = "svc_freshness"
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "10"))
 LOAD_CONCURRENCY = int(os.environ.get("LOAD_CONCURRENCY", "4"))  # per instance
@@ -71,19 +69,8 @@ READS = {
 @pytest.fixture
 def cache_prefix() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted at the end."""
-    prefix = f"svc_proof_{uuid.uuid4().hex[:12]}"
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        pytest.fail(f"this test needs Redis at {REDIS_URL}: {error}")
-    try:
+    with redis_prefix("svc_proof") as prefix:
         yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-        client.close()
 
 
 class Clock:
