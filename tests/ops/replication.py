@@ -66,25 +66,7 @@ def parse_lsn(text: str) -> int:
 class Member(ThrowawayPostgres):
     """A ThrowawayPostgres started with the replication settings rather than the defaults."""
 
-    def start(self) -> None:
-        options = " ".join(
-            (f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.root}", *SHARED_OPTIONS)
-        )
-        self._run(
-            [
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ]
-        )
+    options = SHARED_OPTIONS
 
 
 class Primary(Member):

@@ -229,10 +229,16 @@ class ThrowawayPostgres:
             ]
         )
 
+    # Server options past the port, address and socket directory; a subclass may change them.
+    options: tuple[str, ...] = (
+        "-c fsync=off",
+        "-c synchronous_commit=off",
+        "-c full_page_writes=off",
+    )
+
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = " ".join(
+            (f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.root}", *self.options)
         )
         self._run(
             [
