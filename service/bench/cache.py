@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import math
 import os
-import platform
 import re
 import secrets
 import sys
@@ -48,8 +47,8 @@ from service.bench.common import (
     BenchError,
     capture_body,
     choose_tool,
-    cpu_model,
     free_port,
+    machine,
     throwaway_database,
     wrk_version,
 )
@@ -435,8 +434,7 @@ async def describe(url: str, cache_url: str, tool: str) -> tuple[tuple[str, str]
     finally:
         await engine.dispose()
     environment = [
-        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
-        ("Python", platform.python_version()),
+        *machine(),
         ("database", database),
     ]
     if cache_url.startswith(("redis://", "rediss://", "unix://")):

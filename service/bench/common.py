@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import secrets
 import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -63,6 +66,21 @@ async def capture_body(url: str, path: str, *, token: str, cursor_secret: str) -
     if response.status_code != 200:
         raise BenchError(f"GET {path} answered {response.status_code}: {response.text}")
     return response.content
+
+
+def machine() -> list[tuple[str, str]]:
+    """The CPU and Python a benchmark ran on: the first lines of every suite's report."""
+    return [("CPU", f"{os.cpu_count()} x {cpu_model()}"), ("Python", platform.python_version())]
+
+
+def postgres_stack(server_version: str) -> tuple[tuple[str, str], ...]:
+    """The machine, then the PostgreSQL server and the libraries between it and the service."""
+    return (
+        *machine(),
+        ("PostgreSQL", server_version),
+        ("SQLAlchemy", sqlalchemy.__version__),
+        ("asyncpg", version("asyncpg")),
+    )
 
 
 def cpu_model() -> str:

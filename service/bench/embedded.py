@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import os
-import platform
 import secrets
 import statistics
 import time
@@ -24,20 +22,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from importlib.metadata import version
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import orjson
-import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.deps import Services
 from service.app import create_app
-from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.common import BenchError, postgres_stack, throwaway_database
 from service.bench.paging import DEFAULT_ADMIN_URL
 from service.db import UNCOUNTED
 from service.migrations import run_upgrade
@@ -622,13 +618,7 @@ def _warnings(reads: dict[str, Reads]) -> tuple[str, ...]:
 async def _environment(pool: Any) -> tuple[tuple[str, str], ...]:
     async with pool.acquire() as connection:
         server = str(await connection.fetchval("SHOW server_version"))
-    return (
-        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
-        ("Python", platform.python_version()),
-        ("PostgreSQL", server),
-        ("SQLAlchemy", sqlalchemy.__version__),
-        ("asyncpg", version("asyncpg")),
-    )
+    return postgres_stack(server)
 
 
 def print_report(report: EmbeddedReport) -> None:

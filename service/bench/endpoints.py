@@ -21,7 +21,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import statistics
@@ -43,8 +42,8 @@ from service.bench.common import (
     BenchError,
     capture_body,
     choose_tool,
-    cpu_model,
     free_port,
+    machine,
     throwaway_database,
     wrk_version,
 )
@@ -661,8 +660,7 @@ async def describe(url: str, redis_url: str, tool: str) -> tuple[tuple[str, str]
     finally:
         await client.aclose()
     environment = [
-        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
-        ("Python", platform.python_version()),
+        *machine(),
         ("PostgreSQL", server_version),
         ("Redis", redis_version),
     ]

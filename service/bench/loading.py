@@ -11,8 +11,6 @@ loading and nothing else. No HTTP, no rendering.
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,7 +29,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import joinedload, lazyload, load_only, selectinload, subqueryload
 
-from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.common import BenchError, machine, throwaway_database
 from service.bench.paging import prepare_database
 from service.db import UNCOUNTED, Base, make_engine, make_sessionmaker
 from service.migrations import run_upgrade
@@ -144,8 +142,7 @@ async def run_loading(
             cases += await _run_cases(pg_url, "postgresql", f"{users:,} users", page_sizes, repeats)
             environment.append(("PostgreSQL", await _server_version(pg_url)))
     environment = [
-        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
-        ("Python", platform.python_version()),
+        *machine(),
         *environment,
         ("SQLAlchemy", sqlalchemy.__version__),
         ("asyncpg", version("asyncpg")),

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
 import httpx
-import sqlalchemy
 from fastapi import FastAPI
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from service.api.deps import Services
 from service.app import create_app
-from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.common import BenchError, postgres_stack, throwaway_database
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.query.canonical import binding
@@ -314,13 +310,7 @@ async def _captured(
 async def _environment(engine: AsyncEngine) -> tuple[tuple[str, str], ...]:
     async with engine.connect() as connection:
         server = str(await connection.scalar(text("SHOW server_version")))
-    return (
-        ("CPU", f"{os.cpu_count()} x {cpu_model()}"),
-        ("Python", platform.python_version()),
-        ("PostgreSQL", server),
-        ("SQLAlchemy", sqlalchemy.__version__),
-        ("asyncpg", version("asyncpg")),
-    )
+    return postgres_stack(server)
 
 
 def print_report(report: PagingReport) -> None:
