@@ -7,7 +7,9 @@ pgbouncer refuse to run as root) are made with `tempfile.mkdtemp` and chowned to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -20,6 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -382,3 +385,30 @@ def redis_prefix(name: str) -> Iterator[str]:
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
         client.close()
+
+
+async def run_loadtest(url: str, *args: str, seconds: float) -> tuple[dict[str, Any], str]:
+    """`python -m service loadtest URL ARGS -d SECONDS --json` with the test token, killed if
+    it overruns: its JSON report and its stderr. A non-zero exit fails the test."""
+    from tests.conftest import TOKEN
+
+    argv = [sys.executable, "-m", "service", "loadtest", url, *args]
+    argv += ["-d", str(seconds), "--json", "--timeout", "10"]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=serve_env({"api_token": TOKEN}),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), seconds + 60)
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()[-3000:]
+    report: dict[str, Any] = json.loads(stdout)
+    return report, stderr.decode()

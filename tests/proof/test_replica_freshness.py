@@ -24,10 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import signal
-import sys
 import time
 import uuid
 from collections import Counter
@@ -43,7 +40,7 @@ from service.db import database_name
 from tests.conftest import TOKEN
 from tests.ops.conftest import metric_value, migrate_and_seed, serve_settings
 from tests.ops.replication import StreamingPair, streaming_pair
-from tests.ops.servers import REDIS_URL, Served, redis_prefix, serve, serve_env
+from tests.ops.servers import REDIS_URL, Served, redis_prefix, run_loadtest, serve
 
 DATABASE = "svc_freshness"
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "10"))
@@ -225,26 +222,10 @@ async def check_reads(
 
 async def run_load_tool(served: Served, *, seconds: float, seed: int) -> dict[str, Any]:
     """`python -m service loadtest URL --scenario mixed --json`, killed if it overruns."""
-    argv = [sys.executable, "-m", "service", "loadtest", served.url, "--scenario", "mixed"]
-    argv += ["-d", str(seconds), "-c", str(LOAD_CONCURRENCY), "--seed", str(seed)]
-    argv += ["--token-env", "API_TOKEN", "--timeout", "10", "--json"]
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env=serve_env({"api_token": TOKEN}),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+    concurrency = ("-c", str(LOAD_CONCURRENCY), "--seed", str(seed), "--token-env", "API_TOKEN")
+    summary, _ = await run_loadtest(
+        served.url, "--scenario", "mixed", *concurrency, seconds=seconds
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), seconds + 60)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    summary: dict[str, Any] = json.loads(stdout)
     return summary
 
 

@@ -26,9 +26,7 @@ import bisect
 import contextlib
 import json
 import os
-import signal
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,7 +44,7 @@ from tests.ops.conftest import (
     serve_settings,
     sessions_of,
 )
-from tests.ops.servers import Served, serve, serve_env
+from tests.ops.servers import Served, run_loadtest, serve
 from tests.proof.conftest import proof_database
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
@@ -283,28 +281,12 @@ async def run_load_tool(
     base_url: str, scenario_path: Path, stop: asyncio.Event
 ) -> tuple[dict[str, Any], str]:
     """`python -m service loadtest ... --json`, bounded in time; killed if it overruns."""
-    argv = [sys.executable, "-m", "service", "loadtest", base_url, "-s", str(scenario_path)]
-    argv += ["-d", str(SOAK_SECONDS), "-c", str(SOAK_CONCURRENCY), "--json", "--timeout", "10"]
-    env = serve_env({"api_token": TOKEN})
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), SOAK_SECONDS + 60)
+        return await run_loadtest(
+            base_url, "-s", str(scenario_path), "-c", str(SOAK_CONCURRENCY), seconds=SOAK_SECONDS
+        )
     finally:
         stop.set()
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    report: dict[str, Any] = json.loads(stdout)
-    return report, stderr.decode()
 
 
 async def pool_gauge_settles(server: Served) -> float:
