@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from service.examples import create_example, update_example
-from service.query.params import OPERATORS, Path
-from service.schema import Attribute, Join, Registry, Resource
+from service.query_parameters import NO_NUL
+from service.schema import Registry, Resource
 from service.settings import Settings
 
 Schema = dict[str, Any]
@@ -35,13 +34,6 @@ PROBLEM_SCHEMA: Schema = {
         },
     },
 }
-
-
-NO_NUL = "^[^\\u0000]*$"  # strings holding NUL are refused (400 in a query, 422 in a body)
-_TIMESTAMP = (
-    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-    "(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
 
 
 def _header(description: str, schema: Schema | None = None) -> Schema:
@@ -147,199 +139,6 @@ def component_schemas(registry: Registry) -> dict[str, Schema]:
         }
     schemas.update(body_schemas(registry))
     return schemas
-
-
-def include_paths(resource: Resource, depth: int) -> list[Path]:
-    """Every include path a client may name, to the configured depth."""
-    paths: list[Path] = []
-
-    def visit(current: Resource, prefix: Path) -> None:
-        if len(prefix) >= depth:
-            return
-        for join in current.relationships:
-            path = (*prefix, join.name)
-            paths.append(path)
-            visit(join.target, path)
-
-    visit(resource, ())
-    return paths
-
-
-def _names(resource: Resource) -> str:
-    public = [a.name for a in resource.attributes if not a.private]
-    private = [a.name for a in resource.attributes if a.private]
-    text = ", ".join(f"`{n}`" for n in public)
-    if private:
-        text += "; with a token also " + ", ".join(f"`{n}`" for n in private)
-    return text
-
-
-def _query(name: str, description: str, schema: Schema | None = None) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-def _one_of(names: list[str]) -> str:
-    return "(?:" + "|".join(re.escape(name) for name in names) + ")"
-
-
-def name_list_schema(names: list[str], *, signed: bool = False) -> Schema:
-    """A comma-separated list of `names` (each optionally `-`-prefixed when `signed`)."""
-    item = ("-?" if signed else "") + _one_of(names)
-    return {"type": "string", "pattern": f"^{item}(?:,{item})*$"}
-
-
-def _attribute_names(resource: Resource) -> list[str]:
-    return [a.name for a in resource.attributes]
-
-
-def shape_parameters(resource: Resource, settings: Settings) -> list[Schema]:
-    """`fields`, `include` and one `fields[path]` per includable path."""
-    paths = include_paths(resource, settings.max_include_depth)
-    dotted_paths = [".".join(p) for p in paths]
-    parameters = [
-        _query(
-            "fields",
-            f"Comma-separated attributes of {resource.name}: {_names(resource)}. "
-            "Private attributes without a token are a 403.",
-            name_list_schema(_attribute_names(resource)),
-        ),
-        _query(
-            "include",
-            "Comma-separated relationship paths to embed, dotted for nesting: "
-            + ", ".join(f"`{p}`" for p in dotted_paths)
-            + f". At most {settings.max_include_paths} paths counting implied parents, and at "
-            f"most {settings.max_embedded_rows} embedded rows in one response (400 above it).",
-            name_list_schema(dotted_paths),
-        ),
-    ]
-    for path, dotted in zip(paths, dotted_paths, strict=True):
-        target = _resource_at(resource, path)
-        parameters.append(
-            _query(
-                f"fields[{dotted}]",
-                f"Attributes of the included `{dotted}`: {_names(target)}. "
-                f"Only with `include` naming `{dotted}` (or a path below it); else a 400.",
-                name_list_schema(_attribute_names(target)),
-            )
-        )
-    for path, dotted in zip(paths, dotted_paths, strict=True):
-        if _join_at(resource, path).many:
-            parameters += embedded_list_parameters(_resource_at(resource, path), dotted, settings)
-    return parameters
-
-
-def embedded_list_parameters(target: Resource, dotted: str, settings: Settings) -> list[Schema]:
-    """`sort[path]`, `limit[path]` and `count[path]` of one to-many path."""
-    sortable = [a.name for a in target.attributes if a.codec.sortable]
-    name = dotted.rsplit(".", 1)[-1]
-    return [
-        _query(
-            f"sort[{dotted}]",
-            f"Order of each embedded `{dotted}` list: comma-separated keys, `-` for descending, "
-            f"from {', '.join(f'`{n}`' for n in sortable)}; `{target.key.name}` breaks ties "
-            f"(default: `{target.key.name}`). Only with `include` naming `{dotted}`.",
-            name_list_schema(sortable, signed=True),
-        ),
-        _query(
-            f"limit[{dotted}]",
-            f"At most this many `{dotted}` rows per parent (top-N per parent, in the list's "
-            f"order), 1 to {settings.max_limit}; default all. Only with `include` naming "
-            f"`{dotted}`.",
-            {"type": "integer", "minimum": 1, "maximum": settings.max_limit},
-        ),
-        _query(
-            f"count[{dotted}]",
-            f"`true` adds `{name}_count` to each parent: how many `{name}` it has, whatever "
-            f"`limit[{dotted}]` cut. The path need not be included; its parent level must be.",
-            {"type": "string", "enum": ["true", "false"]},
-        ),
-    ]
-
-
-def filter_schema(attribute: Attribute) -> Schema:
-    """What `filter[name]` (the `eq` operator) accepts for an attribute of this type."""
-    schema = dict(attribute.codec.schema())
-    if schema.get("format") == "date-time":
-        return {**schema, "pattern": _TIMESTAMP}  # a zone is optional in a filter
-    if schema.get("type") == "string" and "enum" not in schema and "format" not in schema:
-        length = schema.pop("maxLength", None)
-        schema["pattern"] = NO_NUL
-        if length is not None:
-            schema["maxLength"] = length * 4  # a filter value may be longer (a probe)
-    return schema
-
-
-def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
-    """Every list parameter, with the allowed names spelled out."""
-    parameters = shape_parameters(resource, settings)
-    paths = ""
-    if resource.relationships:
-        join = resource.relationships[0]
-        paths = (
-            "; relationship paths filter by existence, e.g. "
-            f"`filter[{join.name}.{join.target.key.name}]`"
-        )
-    for attribute in resource.attributes:
-        if not attribute.codec.operators:
-            continue
-        operators = ", ".join(f"`{op}`" for op in OPERATORS if op in attribute.codec.operators)
-        parameters.append(
-            _query(
-                f"filter[{attribute.name}]",
-                f"Rows whose `{attribute.name}` equals the value. Other operators: "
-                f"`filter[{attribute.name}][op]` with op one of {operators}{paths}. "
-                f"At most {settings.max_filters} filters.",
-                filter_schema(attribute),
-            )
-        )
-    sortable_names = [a.name for a in resource.attributes if a.codec.sortable]
-    sortable = ", ".join(f"`{name}`" for name in sortable_names)
-    parameters += [
-        _query(
-            "sort",
-            f"Comma-separated sort keys, `-` for descending, from {sortable}; "
-            f"`{resource.key.name}` breaks ties. "
-            "Naming a key both ascending and descending is a 400.",
-            name_list_schema(sortable_names, signed=True),
-        ),
-        _query(
-            "limit",
-            f"Page size, 1 to {settings.max_limit} (default {settings.default_limit}).",
-            {"type": "integer", "minimum": 1, "maximum": settings.max_limit},
-        ),
-        _query(
-            "cursor",
-            "Opaque cursor from `meta.next_cursor`; valid only with the same sort and filters "
-            "(any other value is a 400).",
-            {"type": "string", "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"},
-        ),
-        _query(
-            "count",
-            "`true` adds `meta.total`; `estimated` uses the planner's estimate on PostgreSQL.",
-            {"type": "string", "enum": ["true", "false", "estimated"]},
-        ),
-    ]
-    return parameters
-
-
-def _join_at(resource: Resource, path: Path) -> Join:
-    join = _resource_at(resource, path[:-1]).relationship(path[-1])
-    assert join is not None
-    return join
-
-
-def _resource_at(resource: Resource, path: Path) -> Resource:
-    for name in path:
-        join = resource.relationship(name)
-        assert join is not None
-        resource = join.target
-    return resource
 
 
 ALWAYS = (414, 503)  # the middleware's URL limit and deadline apply to every route

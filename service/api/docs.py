@@ -37,8 +37,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 @cache
 def _redoc_bundle() -> bytes:
-    return (ASSETS / "redoc.standalone.js").read_bytes().replace(
-        REDOC_LOGO.encode(), EMPTY_SVG.encode()
+    return (
+        (ASSETS / "redoc.standalone.js")
+        .read_bytes()
+        .replace(REDOC_LOGO.encode(), EMPTY_SVG.encode())
     )
 
 

@@ -16,11 +16,10 @@ from service.openapi import (
     id_parameter,
     item_links,
     item_schema_name,
-    list_parameters,
     problem_responses,
-    shape_parameters,
     with_links,
 )
+from service.query_parameters import list_parameters, shape_parameters
 from service.schema import Join, Resource
 from service.settings import Settings
 

@@ -17,12 +17,12 @@ from service.openapi import (
     no_content,
     ok_response,
     problem_responses,
-    shape_parameters,
     update_body,
     with_links,
 )
 from service.query.params import Endpoint, parse_query_string
 from service.query.plan import Plan, build_plan
+from service.query_parameters import shape_parameters
 from service.schema import Resource
 from service.schemas import parse_create_body, parse_update_body
 from service.settings import Settings
