@@ -24,7 +24,7 @@ from service.metrics import (
     REPLICA_POOL_CHECKED_OUT,
 )
 from service.settings import Settings
-from service.timing import current_stats
+from service.timing import Ran, current_stats
 
 _IDLE_SINCE = "idle_since"
 UNCOUNTED = "uncounted"  # execution option: session plumbing, not a statement the request asked for
@@ -91,7 +91,7 @@ def make_engine(
         _ping_when_idle(engine.sync_engine, idle_seconds=settings.pool_ping_idle_seconds)
     if poll:
         return engine
-    count_statements(engine.sync_engine)
+    count_statements(engine.sync_engine, "primary" if replica is None else database_name(replica))
     if replica is None:
         _watch_pool(engine.sync_engine)
     else:
@@ -219,20 +219,28 @@ def _py_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def count_statements(engine: Engine) -> None:
-    """Count every statement and its time into the current request's stats."""
+def count_statements(engine: Engine, database: str) -> None:
+    """Count every statement and its time into the current request's stats (and keep each
+    one when the request asked to see them: `explain`)."""
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(
-        conn: Connection, _cursor: Any, _sql: str, _params: Any, context: Any, _many: bool
+        conn: Connection, _cursor: Any, sql: str, params: Any, context: Any, _many: bool
     ) -> None:
-        conn.info["statement_started"] = time.perf_counter()
+        started = conn.info["statement_started"] = time.perf_counter()
         stats = current_stats.get()
         if stats is not None and not context.execution_options.get(UNCOUNTED):
             stats.queries += 1
+            if stats.ran is not None:
+                stats.ran.append(Ran(sql, params, database, engine, started))
+                conn.info["statement_ran"] = stats.ran[-1]
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after(conn: Connection, *_args: Any) -> None:
         stats = current_stats.get()
         if stats is not None:
-            stats.db_seconds += time.perf_counter() - conn.info["statement_started"]
+            seconds = time.perf_counter() - conn.info["statement_started"]
+            stats.db_seconds += seconds
+            ran = conn.info.pop("statement_ran", None)
+            if ran is not None:
+                ran.seconds = seconds

@@ -5,6 +5,21 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+
+@dataclass(slots=True)
+class Ran:
+    """One statement a request ran, as its engine's events saw it (kept for `explain`)."""
+
+    sql: str
+    parameters: Any  # only to EXPLAIN the statement again; never shown
+    database: str  # "primary" or the replica's host:port/name
+    engine: Engine
+    started: float
+    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -17,6 +32,7 @@ class RequestStats:
     stages: dict[str, float] = field(default_factory=dict)
     cache: str | None = None
     committing: bool = False  # a write's COMMIT was sent: its answer must say what happened
+    ran: list[Ran] | None = None  # each statement, kept only for a read asked to explain itself
 
     def add_stage(self, name: str, seconds: float) -> None:
         self.stages[name] = self.stages.get(name, 0.0) + seconds

@@ -41,12 +41,15 @@ from service.api.problems import problem_response
 from service.api.targets import CacheTarget, item_target, list_target
 from service.auth import Caller, invalid_token
 from service.cache import CacheUnavailable, Outcome, Served
+from service.cache.backend import etag_of
 from service.cache.layer import Lookup
 from service.errors import NotFound, ServiceError, UriTooLong
+from service.explain import explained, split_explain
 from service.metrics import IN_FLIGHT
 from service.query.memo import plan_item, plan_list
 from service.query.plan import Scope as Subcollection
 from service.reading import Reader
+from service.repository.database import DRIVER_ERRORS, translate_error
 from service.timing import current_stats, timing_tail
 
 logger = logging.getLogger("service.requests")
@@ -91,8 +94,12 @@ class ReadPath:
         if path.split("/", 2)[1] not in self._resources:
             return False  # not a resource: health, docs, metrics, or the router's 404
         headers = read_headers(scope["headers"])
+        query_string: bytes = scope["query_string"]
+        explain: str | None = None
         try:
-            read = self._read(scope, headers)
+            if b"explain" in query_string or b"%" in query_string:
+                explain, query_string = split_explain(query_string)
+            read = self._read(scope, headers, query_string, explain=explain is not None)
         except ServiceError as error:
             problem = _problem(error, path)
             await self._in_context(scope, receive, send, problem, template=self._template(path))
@@ -104,6 +111,10 @@ class ReadPath:
             return True
         if read is None:
             return False  # a path the resource does not have: the router's 404
+        if explain is not None:
+            answer = partial(self._explain, read, explain)
+            await self._in_context(scope, receive, send, answer, template=read.template)
+            return True
         refresh = asks_no_cache(text_of(headers.get(b"cache-control")))
         cached = not read.target.classes & self.services.settings.cache_skip
         lookup: Lookup | None = None
@@ -131,14 +142,18 @@ class ReadPath:
             return f"/{parts[0]}/{{id}}/{parts[2]}" if join is not None and join.many else None
         return f"/{parts[0]}" if len(parts) == 1 else f"/{parts[0]}/{{id}}"
 
-    def _read(self, scope: Scope, headers: Headers) -> Read | None:
-        """The memoized read of this request; the problem it is, raised."""
+    def _read(
+        self, scope: Scope, headers: Headers, query_string: bytes, *, explain: bool
+    ) -> Read | None:
+        """The memoized read of this request; the problem it is, raised. Seeing the SQL
+        (`explain`) takes a valid token whatever reads need."""
         if url_bytes(scope) > self.max_url_bytes:
             raise UriTooLong(f"the URL is longer than {self.max_url_bytes} bytes")
         caller = self.services.tokens.caller(header(headers, b"authorization"))
-        if self.services.settings.read_requires_token and not caller.authenticated:
+        needs_token = explain or self.services.settings.read_requires_token
+        if needs_token and not caller.authenticated:
             raise invalid_token()
-        return self._plan(scope["path"], scope.get("root_path", ""), scope["query_string"], caller)
+        return self._plan(scope["path"], scope.get("root_path", ""), query_string, caller)
 
     def _plan_read(self, path: str, root: str, query_string: bytes, caller: Caller) -> Read | None:
         """What a read path means: its route template, cache target and body producer."""
@@ -230,6 +245,38 @@ class ReadPath:
         _status, start, body = served_messages(served, if_none_match)
         await send(start)
         await send(body)
+
+    async def _explain(
+        self, read: Read, mode: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The read, run past the cache (never looked up, never stored), with the statements
+        it ran (and their plans) in its body."""
+        services = self.services
+        stats = current_stats.get()
+        assert stats is not None  # inside the request context
+        stats.ran = []
+        try:
+            served = await services.cache.bypass(
+                partial(read.produce, services.reader), read.target.tables
+            )
+            ran, stats.ran = stats.ran, None
+            body = await explained(served.body, ran, mode)
+        except ServiceError as error:
+            await _problem(error, scope["path"])(scope, receive, send)
+            return
+        except DRIVER_ERRORS as exc:  # an EXPLAIN that failed
+            await _problem(translate_error(exc), scope["path"])(scope, receive, send)
+            return
+        stats.cache = Outcome.BYPASS.value
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"vary", b"Authorization"),
+            (b"etag", etag_of(body).encode()),
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _raise(error: Exception) -> ASGIApp:
