@@ -36,6 +36,35 @@ PROBLEM_SCHEMA: Schema = {
 }
 
 
+EXPLAIN_SCHEMA: Schema = {
+    "type": "object",
+    "description": "What the read ran (present with `explain`)",
+    "required": ["database", "count", "duration_ms", "statements"],
+    "properties": {
+        "database": {"type": ["string", "null"], "description": "primary, or the replica"},
+        "count": {"type": "integer", "minimum": 0},
+        "duration_ms": {"type": "number"},
+        "statements": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sql", "parameters", "duration_ms"],
+                "properties": {
+                    "sql": {"type": "string", "description": "as the driver got it"},
+                    "parameters": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "each parameter's type, never its value",
+                    },
+                    "duration_ms": {"type": "number"},
+                    "plan": {"description": "with `explain=plan`: the database's own plan"},
+                },
+            },
+        },
+    },
+}
+
+
 def _header(description: str, schema: Schema | None = None) -> Schema:
     return {"description": description, "required": True, "schema": schema or {"type": "string"}}
 
@@ -52,7 +81,8 @@ CACHED_HEADERS: dict[str, Schema] = {
         "How the cache served it", {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}
     ),
     "Cache-Control": _header(
-        "Revalidate every time", {"type": "string", "const": "private, no-cache"}
+        "Revalidate every time; `no-store` for a read asked to `explain` itself",
+        {"type": "string", "enum": ["private, no-cache", "no-store"]},
     ),
     "Vary": _header("Responses differ by caller", {"type": "string", "const": "Authorization"}),
 }
@@ -72,7 +102,7 @@ def item_schema_name(resource: Resource) -> str:
 
 def component_schemas(registry: Registry) -> dict[str, Schema]:
     """A schema per resource (every key optional: clients choose), its envelopes, and Problem."""
-    schemas: dict[str, Schema] = {"Problem": PROBLEM_SCHEMA}
+    schemas: dict[str, Schema] = {"Problem": PROBLEM_SCHEMA, "Explain": EXPLAIN_SCHEMA}
     for resource in registry.values():
         name = item_schema_name(resource)
         properties: dict[str, Schema] = {}
@@ -123,12 +153,16 @@ def component_schemas(registry: Registry) -> dict[str, Schema]:
                     "required": ["next"],
                     "properties": {"next": {"type": ["string", "null"]}},
                 },
+                "explain": {"$ref": "#/components/schemas/Explain"},
             },
         }
         schemas[f"{name}Item"] = {
             "type": "object",
             "required": ["data"],
-            "properties": {"data": {"$ref": f"#/components/schemas/{name}"}},
+            "properties": {
+                "data": {"$ref": f"#/components/schemas/{name}"},
+                "explain": {"$ref": "#/components/schemas/Explain"},
+            },
         }
         schemas[f"{name}Batch"] = {
             "type": "object",
@@ -335,9 +369,12 @@ def created_response(resource: Resource) -> dict[int | str, Schema]:
             "content": {
                 "application/json": {
                     "schema": {
+                        # The batch first: a generated client tries them in order, and a
+                        # list of rows can pass for one row in some generators (a row of
+                        # two keys converts to a dict), never an object for a list.
                         "oneOf": [
-                            {"$ref": f"#/components/schemas/{name}Item"},
                             {"$ref": f"#/components/schemas/{name}Batch"},
+                            {"$ref": f"#/components/schemas/{name}Item"},
                         ]
                     }
                 }

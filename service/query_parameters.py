@@ -47,7 +47,7 @@ def _query(name: str, description: str, schema: Schema) -> Schema:
 
 
 def _names_schema(*examples: str) -> Schema:
-    return {"type": "string", "examples": [e for e in examples if e]}
+    return {"type": "string", "minLength": 1, "examples": [e for e in examples if e]}
 
 
 def _listed(names: list[str]) -> str:
@@ -255,6 +255,17 @@ def filter_parameters(resource: Resource, settings: Settings) -> list[Schema]:
     return parameters
 
 
+EXPLAIN = _query(
+    "explain",
+    "See the SQL (needs a valid token, else 401; never cached): `sql` adds `explain` to the "
+    "body, with each statement the read ran (placeholders and parameter types, never values), "
+    "its duration, their count and the database that served them; `plan` adds each "
+    "statement's plan (PostgreSQL: `EXPLAIN (ANALYZE, FORMAT JSON)`, which runs the SELECT "
+    "once more; SQLite: `EXPLAIN QUERY PLAN`).",
+    {"type": "string", "enum": ["sql", "plan"]},
+)
+
+
 def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
     """Every list parameter: the shape, paging, then the filters."""
     shape = shape_parameters(resource, settings)
@@ -283,4 +294,5 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
             {"type": "string", "enum": ["true", "false", "estimated"]},
         ),
     ]
-    return [*shape[:2], *paging, *shape[2:], *filter_parameters(resource, settings)]
+    filters = filter_parameters(resource, settings)
+    return [*shape[:2], *paging, *shape[2:], *filters, EXPLAIN]

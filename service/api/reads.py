@@ -19,11 +19,19 @@ from service.openapi import (
     problem_responses,
     with_links,
 )
-from service.query_parameters import list_parameters, shape_parameters
+from service.query_parameters import EXPLAIN, list_parameters, shape_parameters
 from service.schema import Join, Resource
 from service.settings import Settings
 
 READ_ERRORS = (400, 401, 403, 503)
+LIST_DESCRIPTION = (
+    "A page in keyset order. Runs exactly 1 + k SQL statements for k include paths (one more "
+    "with `count=true`, or per counted path that is not included); `explain=sql` shows them."
+)
+ITEM_DESCRIPTION = (
+    "One row by its key, shaped like a list's rows. Runs 1 + k SQL statements for k include "
+    "paths; `explain=sql` shows them."
+)
 
 
 def json_response(body: bytes) -> Response:
@@ -31,7 +39,8 @@ def json_response(body: bytes) -> Response:
 
 
 async def served_before_routing() -> Response:
-    """Reached only by an app that bypassed `ServiceApp`: a reads path is not mounted."""
+    # Reached only by an app that bypassed `ServiceApp`: a reads path is not mounted. (No
+    # docstring: FastAPI would show it as the operation's description.)
     raise ServiceError("reads are answered by ReadPath.serve_read, before routing")
 
 
@@ -45,6 +54,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         served_before_routing,
         methods=["GET"],
         summary=f"List {resource.name}",
+        description=LIST_DESCRIPTION,
         response_class=Response,
         responses={
             **with_links(
@@ -65,6 +75,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         served_before_routing,
         methods=["GET"],
         summary=f"Get one of {resource.name}",
+        description=ITEM_DESCRIPTION,
         response_class=Response,
         responses={
             **with_links(
@@ -75,7 +86,11 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
             **problem_responses(*READ_ERRORS, 404),
         },
         openapi_extra={
-            "parameters": [id_parameter(resource), *shape_parameters(resource, settings)],
+            "parameters": [
+                id_parameter(resource),
+                *shape_parameters(resource, settings),
+                EXPLAIN,
+            ],
             "security": read_security(settings),
         },
         operation_id=f"get_{resource.name}",
@@ -95,6 +110,7 @@ def _add_sub_collection(
         served_before_routing,
         methods=["GET"],
         summary=f"List the {join.name} of one of {parent.name}",
+        description=LIST_DESCRIPTION + " A parent that does not exist is a 404.",
         response_class=Response,
         responses={
             **with_links(

@@ -4,6 +4,7 @@ they render, and ask nothing of any other origin (every request is recorded and 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
 
 async def test_docs_and_redoc_render_offline_and_ask_no_other_origin(tmp_path: Path) -> None:
     """Both pages render the document offline; then, on /docs, Authorize with a token and
-    Try it out: a GET of private fields with an include, and the example POST body."""
+    Try it out: a GET of private fields with an include, a per-path `fields`, an operator
+    filter and `explain=sql` (the SQL shows), and the example POST body."""
     if not CHROMIUM_INSTALLED:
         pytest.fail("chromium is not installed (Debian: apt-get install -y chromium)")
     settings = {
@@ -51,8 +53,12 @@ async def test_docs_and_redoc_render_offline_and_ask_no_other_origin(tmp_path: P
 
                 await page.route("**/*", only_the_service)
                 page.on("console", keep_errors)
-                for path, title in (("/docs", "Swagger UI"), ("/redoc", "ReDoc")):
+                pages = (("/docs", "Swagger UI", ".opblock"), ("/redoc", "ReDoc", "h2"))
+                for path, title, rendered in pages:
+                    started = time.perf_counter()
                     response = await page.goto(served.url + path, wait_until="networkidle")
+                    await page.locator(rendered).first.wait_for(timeout=30_000)
+                    print(f"\n{path} rendered in {time.perf_counter() - started:.1f} s")
                     assert response is not None
                     assert response.status == 200
                     policy = response.headers["content-security-policy"]
@@ -67,10 +73,19 @@ async def test_docs_and_redoc_render_offline_and_ask_no_other_origin(tmp_path: P
                 listed = await try_it_out(
                     page,
                     "list_users",
-                    {"fields": "id,email_address", "include": "groups", "fields[groups]": "name"},
+                    {
+                        "fields": "id,email_address",
+                        "include": "groups",
+                        "fields[groups]": "name",
+                        "filter[created][gte]": "2000-01-01T00:00:00Z",
+                    },
+                    choices={"explain": "sql"},
                 )
-                assert await status_of(listed) == "200"
-                assert "@example.com" in await body_of(listed)  # private: the token was sent
+                assert await status_of(listed) == "200", await body_of(listed)
+                shown = await body_of(listed)
+                assert "@example.com" in shown  # private: the token was sent
+                assert '"explain"' in shown
+                assert "SELECT" in shown
                 created = await try_it_out(page, "create_users", {})  # the example body
                 assert await status_of(created) == "201", await body_of(created)
                 await page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
@@ -87,13 +102,22 @@ async def authorize(page: Page, token: str) -> None:
     await page.click(".modal-ux button.btn-done")
 
 
-async def try_it_out(page: Page, operation_id: str, parameters: dict[str, str]) -> Locator:
-    """Open the operation, fill its parameters, execute; the operation's block."""
+async def try_it_out(
+    page: Page,
+    operation_id: str,
+    parameters: dict[str, str],
+    *,
+    choices: dict[str, str] | None = None,
+) -> Locator:
+    """Open the operation, fill its parameters (and pick from its enum parameters' lists),
+    execute; the operation's block."""
     block = page.locator(f"#operations-{operation_id.split('_', 1)[1]}-{operation_id}")
     await block.locator(".opblock-summary").click()
     await block.locator("button.try-out__btn").click()
     for name, value in parameters.items():
         await block.locator(f'tr[data-param-name="{name}"] input').fill(value)
+    for name, value in (choices or {}).items():
+        await block.locator(f'tr[data-param-name="{name}"] select').select_option(value)
     await block.locator("button.execute").click()
     await block.locator(".live-responses-table tbody .response-col_status").first.wait_for()
     return block
