@@ -25,7 +25,7 @@ from service.auth import TokenVerifier
 from service.cache import ResponseCache, make_backend, make_positions
 from service.db import autocommit_reads, make_engine, make_sessionmaker
 from service.logs import configure_logging
-from service.openapi import component_schemas
+from service.openapi import component_schemas, openapi_tags
 from service.passwords import PasswordHasher
 from service.process import settle_garbage_collector
 from service.query.cursor import CursorCodec
@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> ServiceApp:
         title="service",
         version=__version__,
         description=DESCRIPTION,
+        openapi_tags=openapi_tags(services.registry),
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,

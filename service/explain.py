@@ -22,6 +22,7 @@ from service.timing import Ran
 
 PARAMETER = "explain"
 MODES = ("sql", "plan")
+_KEY = PARAMETER.encode()
 _PLANNED = ("select", "with")  # what EXPLAIN takes (an estimated count is an EXPLAIN itself)
 
 
@@ -40,7 +41,7 @@ def split_explain(query_string: bytes) -> tuple[str | None, bytes]:
     modes: list[str] = []
     for part in query_string.split(b"&"):
         key, _, value = part.partition(b"=")
-        if unquote_to_bytes(key.replace(b"+", b" ")) != PARAMETER.encode():
+        if key != _KEY and (_decoded_length(key) != len(_KEY) or unquote_to_bytes(key) != _KEY):
             kept.append(part)
             continue
         modes.append(unquote_plus(value.decode("utf-8", "replace")).strip())
@@ -51,6 +52,11 @@ def split_explain(query_string: bytes) -> tuple[str | None, bytes]:
     if modes[0] not in MODES:
         raise InvalidParameter(PARAMETER, f"{PARAMETER} must be one of {', '.join(MODES)}")
     return modes[0], b"&".join(kept)
+
+
+def _decoded_length(key: bytes) -> int:
+    """The length of a percent-encoded key once decoded (a cheap test before decoding)."""
+    return len(key) - 2 * key.count(b"%")
 
 
 async def explained(body: bytes, ran: list[Ran], mode: str) -> bytes:

@@ -96,6 +96,23 @@ _ERROR_HEADERS: dict[int, dict[str, Schema]] = {
 }
 
 
+def openapi_tags(registry: Registry) -> list[Schema]:
+    """One tag per resource, saying what it holds, then the operational endpoints."""
+    tags = []
+    for resource in registry.values():
+        relationships = ", ".join(f"`{join.name}`" for join in resource.relationships)
+        description = f"Attributes {', '.join(f'`{a.name}`' for a in resource.attributes)}"
+        tags.append(
+            {
+                "name": resource.name,
+                "description": description
+                + (f"; relationships {relationships}." if relationships else "."),
+            }
+        )
+    tags.append({"name": "operations", "description": "Liveness, readiness and metrics."})
+    return tags
+
+
 def item_schema_name(resource: Resource) -> str:
     return str(resource.model.__name__)  # users -> User
 

@@ -275,3 +275,7 @@ async def test_operations_have_plain_ids_and_reads_take_an_optional_token(
             else:
                 assert security == [{"bearer": []}], (path, method, security)
     assert len(ids) == len(set(ids))
+    tags = [tag["name"] for tag in document["tags"]]
+    assert tags == [*reader.registry, "operations"]
+    used = {t for item in document["paths"].values() for op in item.values() for t in op["tags"]}
+    assert used == set(tags)

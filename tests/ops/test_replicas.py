@@ -121,6 +121,15 @@ async def test_reads_go_to_a_caught_up_replica_with_1_plus_k_statements(
         assert response.status_code == 200, response.text
         assert 'desc="2 queries"' in response.headers["server-timing"]
         assert (reads_on(replica), reads_on("primary")) == (before[0] + 1, before[1])
+    # A token holder sees where a read ran, and its plan comes from the same replica.
+    explained = await instances[0].client.get(
+        "/groups?fields=name&include=users&limit=3&explain=plan", headers=AUTH
+    )
+    assert explained.status_code == 200, explained.text
+    report = explained.json()["explain"]
+    assert report["database"] == replica
+    assert report["count"] == 2
+    assert all(statement["plan"][0]["Plan"] for statement in report["statements"])
     ready = await instances[0].client.get("/readyz")
     assert ready.status_code == 200
     databases = ready.json()["databases"]
