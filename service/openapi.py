@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.examples import create_example, update_example
+from service.examples import create_example, example_value, update_example
 from service.query_parameters import NO_NUL
 from service.schema import Registry, Resource
 from service.settings import Settings
@@ -214,7 +214,7 @@ def id_parameter(resource: Resource) -> Schema:
         "in": "path",
         "required": True,
         "description": f"The row's `{resource.key.name}` (any other spelling of it is a 404)",
-        "schema": resource.key.codec.schema(),
+        "schema": {**resource.key.codec.schema(), "examples": [example_value(resource.key)]},
     }
 
 
