@@ -10,11 +10,13 @@ read from the database, and a plan that quotes one is shown only to the same tok
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import UNCOUNTED
 from service.errors import InvalidParameter
@@ -63,8 +65,15 @@ async def explained(body: bytes, ran: list[Ran], mode: str) -> bytes:
     """`body` with the `explain` member: what ran, and with `plan` how the database ran it."""
     statements = [_shown(statement) for statement in ran]
     if mode == "plan":
-        for shown, statement in zip(statements, ran, strict=True):
-            shown["plan"] = await _plan_of(statement)
+        async with contextlib.AsyncExitStack() as stack:
+            connections: dict[Engine, AsyncConnection] = {}  # one per database that served
+            for shown, statement in zip(statements, ran, strict=True):
+                if statement.engine not in connections:
+                    engine = AsyncEngine(statement.engine)
+                    connections[statement.engine] = await stack.enter_async_context(
+                        engine.connect()
+                    )
+                shown["plan"] = await _plan_of(statement, connections[statement.engine])
     report = {
         "database": ", ".join(dict.fromkeys(statement.database for statement in ran)) or None,
         "count": len(ran),
@@ -74,18 +83,16 @@ async def explained(body: bytes, ran: list[Ran], mode: str) -> bytes:
     return orjson.dumps({**orjson.loads(body), PARAMETER: report})
 
 
-async def _plan_of(statement: Ran) -> Any:
+async def _plan_of(statement: Ran, connection: AsyncConnection) -> Any:
     """The statement's plan on the database that ran it, with the same parameters."""
     if not statement.sql.lstrip().lower().startswith(_PLANNED):
         return None
-    engine = AsyncEngine(statement.engine)
-    postgres = engine.dialect.name == "postgresql"
+    postgres = connection.dialect.name == "postgresql"
     prefix = "EXPLAIN (ANALYZE, FORMAT JSON) " if postgres else "EXPLAIN QUERY PLAN "
-    async with engine.connect() as connection:
-        result = await connection.exec_driver_sql(
-            prefix + statement.sql, statement.parameters, execution_options={UNCOUNTED: True}
-        )
-        rows = result.all()
+    result = await connection.exec_driver_sql(
+        prefix + statement.sql, statement.parameters, execution_options={UNCOUNTED: True}
+    )
+    rows = result.all()
     if postgres:
         plan = rows[0][0]
         return orjson.loads(plan) if isinstance(plan, str | bytes) else plan
