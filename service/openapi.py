@@ -114,7 +114,7 @@ def openapi_tags(registry: Registry) -> list[Schema]:
 
 
 def item_schema_name(resource: Resource) -> str:
-    return str(resource.model.__name__)  # users -> User
+    return resource.schema_name  # users -> User (see the registry: never a clash)
 
 
 def component_schemas(registry: Registry) -> dict[str, Schema]:

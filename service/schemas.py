@@ -60,7 +60,7 @@ def body_model(resource: Resource, *, partial: bool) -> type[BaseModel]:
         ids = Annotated[list[key], Field(max_length=MAX_IDS)]
         fields[str(join.ids_field)] = (ids, None)
     suffix = "Update" if partial else "Create"
-    name = resource.model.__name__ + suffix
+    name = resource.schema_name + suffix
     config = ConfigDict(extra="forbid", strict=True, title=name)
     model: type[BaseModel] = create_model(name, __config__=config, **fields)
     return model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,9 @@ logger = logging.getLogger("service.schema")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 # Paths the service itself answers: a resource may not take them.
 RESERVED = frozenset({"healthz", "readyz", "metrics", "docs", "redoc", "openapi.json"})
+# The OpenAPI document's own schema names, and the suffixes of a resource's schemas.
+RESERVED_SCHEMAS = frozenset({"Problem", "Explain"})
+SCHEMA_SUFFIXES = ("", "List", "Item", "Batch", "Create", "Update")
 _KEY_TYPES = frozenset({"integer", "string", "uuid"})
 
 
@@ -57,6 +60,7 @@ class Resource:
     key: Attribute  # the primary key
     attributes: tuple[Attribute, ...]  # what a caller may name, in mapper order
     secrets: tuple[Attribute, ...] = ()  # write-only: stored as an argon2id hash, never read
+    schema_name: str = ""  # its OpenAPI schemas' name: the class name, unless that clashes
     relationships: tuple[Join, ...] = ()
     # The tables a DELETE of one row can change: its own, and every table the database
     # cascades it to (ON DELETE CASCADE / SET NULL / SET DEFAULT), transitively.
@@ -134,9 +138,24 @@ def build_registry(base: type[DeclarativeBase]) -> Registry:
         resource._joins.update((j.name, j) for j in joins)
         for attribute in (*resource.attributes, *resource.secrets):
             object.__setattr__(attribute, "references", _referenced_key(attribute, resources))
+    _name_schemas(resources.values())
     for reason in left_out:
         logger.warning(reason)
     return Registry(resources, tuple(left_out))
+
+
+def _name_schemas(resources: Iterable[Resource]) -> None:
+    """Each resource's OpenAPI schema name (`User`, then `UserList`, `UserCreate`, ...): its
+    class name, or, where one of those would clash with the document's own schemas or with
+    another resource's, its resource name in CamelCase with `Resource` (numbered if need be)."""
+    taken = set(RESERVED_SCHEMAS)
+    for resource in resources:
+        candidates = [resource.model.__name__]
+        camel = "".join(part.capitalize() for part in resource.name.split("_"))
+        candidates += [f"{camel}Resource{n or ''}" for n in range(len(taken) + 1)]
+        name = next(c for c in candidates if not {c + s for s in SCHEMA_SUFFIXES} & taken)
+        taken.update(name + suffix for suffix in SCHEMA_SUFFIXES)
+        object.__setattr__(resource, "schema_name", name)
 
 
 def _mappers(base: type[DeclarativeBase]) -> list[Mapper[Any]]:

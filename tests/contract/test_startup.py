@@ -132,3 +132,69 @@ def test_serve_exits_non_zero_at_once_naming_the_reason(
     assert all(reason in output for reason in reasons), output
     assert time.monotonic() - started < 15, "start-up failures are immediate"
     assert not (tmp_path / "x.db").exists(), "nothing was migrated or seeded"
+
+
+# Class names that would take the OpenAPI document's own schema names, or each other's.
+
+
+class ClashBase(DeclarativeBase):
+    pass
+
+
+class Problem(ClashBase):
+    __tablename__ = "problems"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+
+
+class Explain(ClashBase):
+    __tablename__ = "explanations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Order(ClashBase):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class OrderList(ClashBase):
+    __tablename__ = "order_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+def test_schema_names_never_clash_in_the_document(tmp_path: Path) -> None:
+    """A model named `Problem` does not replace the problem schema, and `Order` beside
+    `OrderList` does not share `OrderList`: every resource keeps schemas of its own."""
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    from service.app import create_app
+    from tests.conftest import make_test_settings
+
+    registry = registry_of(ClashBase)
+    names = {resource.name: resource.schema_name for resource in registry.values()}
+    assert names == {
+        "problems": "ProblemsResource",
+        "explanations": "ExplanationsResource",
+        "orders": "Order",
+        "order_lists": "OrderListsResource",
+    }
+    settings = make_test_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'clash.db'}",
+        models=f"{__name__}:ClashBase",
+    )
+    document = create_app(settings).openapi()
+    assert list(OpenAPIV31SpecValidator(document).iter_errors()) == []
+    schemas = document["components"]["schemas"]
+    assert schemas["Problem"]["required"] == ["type", "title", "status", "detail"]
+    assert "statements" in schemas["Explain"]["properties"]
+    assert set(schemas["ProblemsResource"]["properties"]) == {"id", "title"}
+    assert schemas["OrderList"]["properties"]["data"]["items"]["$ref"].endswith("/Order")
+    assert set(schemas["OrderListsResource"]["properties"]) == {"id"}
+    problems = document["paths"]["/problems"]["get"]["responses"]["200"]
+    assert problems["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ProblemsResourceList"
+    )
