@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -280,3 +282,28 @@ def record_statements(http: httpx.AsyncClient) -> StatementLog:
 
     event.listen(engine, "before_cursor_execute", record)
     return log
+
+
+@contextlib.contextmanager
+def quiet_collector() -> Iterator[list[tuple[float, float]]]:
+    """Keep the test process's full garbage collections short while a test times something,
+    and record any collection over 0.1 s. In-process clients and apps share this process and
+    its event loop; after thousands of tests a full collection of the heap they built can
+    stop the loop for seconds (a deadline then fires late, a latency is a pause)."""
+    slow: list[tuple[float, float]] = []
+    began: list[float] = []
+
+    def timed(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            began[:] = [time.perf_counter()]
+        elif began and (seconds := time.perf_counter() - began[0]) > 0.1:
+            slow.append((began[0], round(seconds, 3)))
+
+    gc.collect()
+    gc.freeze()  # what the earlier tests left behind is no longer scanned
+    gc.callbacks.append(timed)
+    try:
+        yield slow
+    finally:
+        gc.callbacks.remove(timed)
+        gc.unfreeze()

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import app_of
+from tests.conftest import app_of, quiet_collector
 from tests.ops.conftest import migrate_and_seed
 from tests.ops.servers import ThrowawayPostgres, throwaway_postgres
 
@@ -39,31 +38,6 @@ class Outcome:
     @property
     def seconds(self) -> float:
         return self.ended - self.started
-
-
-@contextlib.contextmanager
-def quiet_collector() -> Iterator[list[tuple[float, float]]]:
-    """Keep the test process's full garbage collections short while the timing is measured,
-    and record any collection over 0.1 s. Client and service share this process and its
-    event loop; after thousands of tests a full collection of the heap they built can stop
-    the loop for seconds, and every request in flight then meets its deadline late."""
-    slow: list[tuple[float, float]] = []
-    began: list[float] = []
-
-    def timed(phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            began[:] = [time.perf_counter()]
-        elif began and (seconds := time.perf_counter() - began[0]) > 0.1:
-            slow.append((began[0], round(seconds, 3)))
-
-    gc.collect()
-    gc.freeze()  # what the earlier tests left behind is no longer scanned
-    gc.callbacks.append(timed)
-    try:
-        yield slow
-    finally:
-        gc.callbacks.remove(timed)
-        gc.unfreeze()
 
 
 @contextlib.asynccontextmanager
