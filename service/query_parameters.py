@@ -294,5 +294,6 @@ def list_parameters(resource: Resource, settings: Settings) -> list[Schema]:
             {"type": "string", "enum": ["true", "false", "estimated"]},
         ),
     ]
+    # The few a person reaches for first, then the per-path and filter families.
     filters = filter_parameters(resource, settings)
-    return [*shape[:2], *paging, *shape[2:], *filters, EXPLAIN]
+    return [*shape[:2], *paging, EXPLAIN, *shape[2:], *filters]

@@ -70,6 +70,7 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         },
         operation_id=f"list_{resource.name}",
     )
+    shape = shape_parameters(resource, settings)
     router.add_api_route(
         f"/{resource.name}/{{id}}",
         served_before_routing,
@@ -88,8 +89,9 @@ def make_read_router(resource: Resource, settings: Settings) -> APIRouter:
         openapi_extra={
             "parameters": [
                 id_parameter(resource),
-                *shape_parameters(resource, settings),
+                *shape[:2],
                 EXPLAIN,
+                *shape[2:],
             ],
             "security": read_security(settings),
         },
