@@ -231,25 +231,28 @@ def _filters_of(
 
 
 def filter_parameters(resource: Resource, settings: Settings) -> list[Schema]:
-    """Every operator of every attribute, then the same across each relationship (deeper
-    paths work too, up to the include depth, and are described rather than listed)."""
+    """Every operator of every attribute, the same one relationship away, and equality along
+    every longer path up to the include depth (its other operators work as well: one
+    parameter per operator there would double the document for little)."""
     parameters: list[Schema] = []
     for attribute in resource.attributes:
         parameters += _filters_of(attribute, attribute.name, "Rows whose", settings)
-    depth = settings.max_include_depth
-    for join in resource.relationships:
+    for path in include_paths(resource, settings.max_include_depth):
+        dotted_path = ".".join(path)
         subject = (
-            f"Rows with at least one of their `{join.name}` whose"
-            if join.many
-            else f"Rows whose `{join.name}` has a"
+            f"Rows with at least one `{dotted_path}` whose"
+            if any(_join_at(resource, path[: n + 1]).many for n in range(len(path)))
+            else f"Rows whose `{dotted_path}` has a"
         )
-        for attribute in join.target.attributes:
-            dotted = f"{join.name}.{attribute.name}"
-            parameters += _filters_of(attribute, dotted, subject, settings)
+        for attribute in _resource_at(resource, path).attributes:
+            dotted = f"{dotted_path}.{attribute.name}"
+            found = _filters_of(attribute, dotted, subject, settings)
+            parameters += found if len(path) == 1 else found[:1]  # equality, deeper
     if parameters:
         note = (
             f" Conditions are ANDed, at most {settings.max_filters} of them; a filter path may "
-            f"cross up to {depth} relationships (`filter[a.b.attribute]`)."
+            f"cross up to {settings.max_include_depth} relationships, with every operator "
+            "(`filter[a.b.attribute][op]`)."
         )
         parameters[0] = {**parameters[0], "description": parameters[0]["description"] + note}
     return parameters

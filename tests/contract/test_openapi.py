@@ -152,23 +152,38 @@ async def test_each_attribute_declares_exactly_the_operators_the_server_takes(
     reader: ReadSide, document: Document, schema: Schema
 ) -> None:
     """`filter[a]` and `filter[a][op]` for every operator of a's type, on the resource and one
-    relationship away; an operator the type refuses is neither declared nor accepted."""
+    relationship away, and `filter[path.a]` along every longer path to the include depth; an
+    operator the type refuses is neither declared nor accepted."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    depth = reader.app.state.services.settings.max_include_depth
     for resource in reader.registry.values():
         declared = {p["name"] for p in document["paths"][f"/{resource.name}"]["get"]["parameters"]}
-        hops = [("", resource), *((f"{j.name}.", j.target) for j in resource.relationships)]
-        for prefix, owner in hops:
+        expected = set()
+        for hops, owner in [((), resource), *paths_from(resource, depth)]:
+            prefix = "".join(f"{hop}." for hop in hops)
             for attribute in owner.attributes:
                 dotted = f"{prefix}{attribute.name}"
                 for op in OPERATORS:
                     name = f"filter[{dotted}]" if op == "eq" else f"filter[{dotted}][{op}]"
                     allowed = op in attribute.codec.operators
-                    assert (name in declared) == allowed, (resource.name, name)
-                    if not allowed and not prefix:
+                    if allowed and (len(hops) <= 1 or op == "eq"):
+                        expected.add(name)
+                    if not allowed and not hops:
                         response = await reader.client.get(
                             f"/{resource.name}", params={name: "1"}, headers=headers
                         )
                         assert response.status_code == 400, (name, response.text)
+        assert {name for name in declared if name.startswith("filter[")} == expected
+
+
+def paths_from(resource: Resource, depth: int) -> list[tuple[tuple[str, ...], Resource]]:
+    """Every relationship path from `resource` up to `depth` hops, with the resource it ends at."""
+    found: list[tuple[tuple[str, ...], Resource]] = []
+    frontier: list[tuple[tuple[str, ...], Resource]] = [((), resource)]
+    for _ in range(depth):
+        frontier = [((*hops, j.name), j.target) for hops, at in frontier for j in at.relationships]
+        found += frontier
+    return found
 
 
 def _needs_include(name: str) -> str | None:
