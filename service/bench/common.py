@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -51,17 +52,27 @@ async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
         await admin.dispose()
 
 
+@asynccontextmanager
+async def in_process(
+    settings: Settings, *, headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The service on `settings` in this process: a client of it, and the app. ASGITransport
+    sends no lifespan events, so the app's own runs here (it disposes the pool)."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as client,
+    ):
+        yield client, app
+
+
 async def capture_body(url: str, path: str, *, token: str, cursor_secret: str) -> bytes:
     """A page's exact bytes from a short-lived in-process app on the same data and secret."""
     settings = Settings(
         database_url=url, cache_url="none", cursor_secret=cursor_secret, api_tokens=(token,)
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-    ):
+    async with in_process(settings) as (client, _app):
         response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
     if response.status_code != 200:
         raise BenchError(f"GET {path} answered {response.status_code}: {response.text}")

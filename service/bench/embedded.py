@@ -32,8 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.deps import Services
-from service.app import create_app
-from service.bench.common import BenchError, postgres_stack, throwaway_database
+from service.bench.common import BenchError, in_process, postgres_stack, throwaway_database
 from service.bench.paging import DEFAULT_ADMIN_URL
 from service.db import UNCOUNTED
 from service.migrations import run_upgrade
@@ -249,14 +248,8 @@ async def run_embedded(
         await asyncio.to_thread(run_upgrade, url)
         fill = await fill_database(url, users=users, groups=groups, memberships=memberships)
         settings = Settings(database_url=url, cache_url="none", cursor_secret=secrets.token_hex(16))
-        app = create_app(settings)
-        services: Services = app.state.services
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-            _pool(url) as pool,
-        ):
+        async with in_process(settings) as (client, app), _pool(url) as pool:
+            services: Services = app.state.services
             cases = await _build_cases(client, services.db.engine, pool)
             results, slow = await _first_runs(cases)
             top = cross_check(results)

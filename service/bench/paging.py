@@ -16,8 +16,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from service.api.deps import Services
-from service.app import create_app
-from service.bench.common import BenchError, postgres_stack, throwaway_database
+from service.bench.common import BenchError, in_process, postgres_stack, throwaway_database
 from service.db import make_engine
 from service.migrations import run_upgrade
 from service.query.canonical import binding
@@ -93,14 +92,8 @@ async def run_paging(
         # No response cache: this suite times the database path, and a cached page costs
         # the same at any depth.
         settings = Settings(database_url=url, cursor_secret=secrets.token_hex(16), cache_url="none")
-        app = create_app(settings)
-        services: Services = app.state.services
-        transport = httpx.ASGITransport(app=app)
-        # ASGITransport sends no lifespan events; run the app's own, which disposes the pool.
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-        ):
+        async with in_process(settings) as (client, app):
+            services: Services = app.state.services
             cases = await _build_cases(client, services, page=page, depth=depth)
             await _cross_check(cases)
             timings = await _measure(cases, repeats=repeats)

@@ -25,8 +25,7 @@ import httpx
 import sqlalchemy
 from sqlalchemy import text
 
-from service.app import create_app
-from service.bench.common import BenchError, cpu_model, throwaway_database
+from service.bench.common import BenchError, cpu_model, in_process, throwaway_database
 from service.bench.paging import DEFAULT_ADMIN_URL, prepare_database
 from service.settings import Settings
 
@@ -72,13 +71,8 @@ async def run_writes(
         settings = Settings(
             database_url=url, api_tokens=(token,), cursor_secret=token, max_batch=batch
         )
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as c,
-        ):
+        async with in_process(settings, headers=headers) as (c, app):
             # Warm the pool, the statement caches and the code paths before timing.
             warmup = [f"w{i:05d}" for i in range(WARMUP_ROWS)]
             await create_batch(c, warmup[: WARMUP_ROWS // 2], concurrency)
