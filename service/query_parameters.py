@@ -22,6 +22,7 @@ _TIMESTAMP = (
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
     "(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
+DECLARED_HOPS = 2  # filter paths declared one parameter each: this many relationships deep
 _MEANING = {
     "eq": "equals the value",
     "ne": "is not the value (null counts as not equal)",
@@ -231,13 +232,14 @@ def _filters_of(
 
 
 def filter_parameters(resource: Resource, settings: Settings) -> list[Schema]:
-    """Every operator of every attribute, the same one relationship away, and equality along
-    every longer path up to the include depth (its other operators work as well: one
-    parameter per operator there would double the document for little)."""
+    """Every operator of every attribute, the same one relationship away, and equality two
+    relationships away. The rest works as well (other operators there, longer paths up to
+    the include depth) and is described: a parameter for each would multiply the document
+    by the relationships per resource at every hop, for little."""
     parameters: list[Schema] = []
     for attribute in resource.attributes:
         parameters += _filters_of(attribute, attribute.name, "Rows whose", settings)
-    for path in include_paths(resource, settings.max_include_depth):
+    for path in include_paths(resource, min(settings.max_include_depth, DECLARED_HOPS)):
         dotted_path = ".".join(path)
         subject = (
             f"Rows with at least one `{dotted_path}` whose"
