@@ -13,15 +13,12 @@ from typing import Any
 from service.examples import example_value
 from service.query.params import OPERATORS, Path
 from service.schema import Attribute, Join, Resource
+from service.schema.codecs.base import TIMESTAMP_PATTERN
 from service.settings import Settings
 
 Schema = dict[str, Any]
 
 NO_NUL = "^[^\\u0000]*$"  # strings holding NUL are refused (400 in a query, 422 in a body)
-_TIMESTAMP = (
-    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-    "(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
 DECLARED_HOPS = 2  # filter paths declared one parameter each: this many relationships deep
 _MEANING = {
     "eq": "equals the value",
@@ -179,7 +176,7 @@ def value_schema(attribute: Attribute) -> Schema:
     """What a filter value of this attribute's type looks like (`eq` and the ranges)."""
     schema = dict(attribute.codec.schema())
     if schema.get("format") == "date-time":
-        schema["pattern"] = _TIMESTAMP  # a zone is optional in a filter
+        schema["pattern"] = TIMESTAMP_PATTERN  # a zone is optional in a filter
     elif schema.get("type") == "string" and "enum" not in schema and "format" not in schema:
         length = schema.pop("maxLength", None)
         schema["pattern"] = NO_NUL

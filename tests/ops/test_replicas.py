@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY
 
 from service.app import ServiceApp, create_app
 from service.db import database_name
+from service.settings import Settings
 from tests.conftest import TOKEN, app_of, make_test_settings
 from tests.ops.conftest import migrate_and_seed
 from tests.ops.replication import StreamingPair, streaming_pair
@@ -47,6 +48,18 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class Instance:
     app: ServiceApp
     client: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Instance]:
+    """An app on `settings` with its lifespan running, and an in-process client of it."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        yield Instance(app, client)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +91,7 @@ async def instances(pair: StreamingPair, cache_prefix: str) -> AsyncIterator[lis
             replica_poll_seconds=0.05,
             pool_timeout=2.0,
         )
-        app = create_app(settings)
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-        await stack.enter_async_context(client)
-        made.append(Instance(app, client))
+        made.append(await stack.enter_async_context(opened(settings)))
     async with stack:
         yield made
 
@@ -267,17 +276,10 @@ async def test_a_writer_cut_off_after_it_committed_leaves_no_stale_read_behind(
     async with FaultProxy("127.0.0.1", 6379) as proxy, contextlib.AsyncExitStack() as stack:
         clients = []
         for cache_url in (f"redis://127.0.0.1:{proxy.port}/0", REDIS_URL):
-            app = create_app(
-                make_test_settings(pair.primary.url(DATABASE), cache_url=cache_url, **common)
-            )
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            transport = httpx.ASGITransport(app=app)
-            clients.append(
-                await stack.enter_async_context(
-                    httpx.AsyncClient(transport=transport, base_url="http://t")
-                )
-            )
-            await replica_serving([Instance(app, clients[-1])])
+            settings = make_test_settings(pair.primary.url(DATABASE), cache_url=cache_url, **common)
+            instance = await stack.enter_async_context(opened(settings))
+            clients.append(instance.client)
+            await replica_serving([instance])
         a, b = clients
         assert (await b.get(path)).headers["x-cache"] in {"MISS", "HIT"}
         assert (await b.get(path)).headers["x-cache"] == "HIT"
@@ -410,13 +412,8 @@ async def test_pgbouncer_in_transaction_mode_before_the_primary_and_the_replica(
             cache_prefix=f"{cache_prefix}_bouncer",
             replica_poll_seconds=0.05,
         )
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-        ):
-            instance = Instance(app, client)
+        async with opened(settings) as instance:
+            client = instance.client
             await replica_serving([instance])
             name = database_name(replica.url(DATABASE))
             before = reads_on(name)
@@ -465,13 +462,9 @@ async def test_one_process_routes_by_its_own_writes_without_redis(
         cache_url=cache_url,
         replica_poll_seconds=0.05,
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
-        await replica_serving([Instance(app, client)])
+    async with opened(settings) as instance:
+        client = instance.client
+        await replica_serving([instance])
         replica = database_name(pair.replica.url(DATABASE))
         path = "/users/8?fields=display_name"
         assert (await client.get(path)).status_code == 200  # cached (memory://) before
